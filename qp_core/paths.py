@@ -1,0 +1,41 @@
+"""Where things live on disk. One place, so jobs, DAGs, CLI and tests agree.
+
+Everything hangs off ``QP_HOME`` (default ``./var`` relative to the working directory):
+the lake (Parquet datasets partitioned by ``dt=YYYY-MM-DD``), the model registry and
+run-time state such as the demo's Redis server. ``QP_LAKE_ROOT`` overrides the lake alone.
+Nothing is created here; callers mkdir what they write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def qp_home() -> Path:
+    return Path(os.environ.get("QP_HOME", "var")).resolve()
+
+
+def lake_root() -> Path:
+    env = os.environ.get("QP_LAKE_ROOT")
+    return Path(env).resolve() if env else qp_home() / "lake"
+
+
+def dataset(name: str) -> Path:
+    """Path of a lake dataset, e.g. ``dataset("raw/query_log")``."""
+    return lake_root() / name
+
+
+def partition(name: str, dt: str) -> Path:
+    """Path of one date partition of a lake dataset (``dt`` stays a ``YYYY-MM-DD`` string)."""
+    return dataset(name) / f"dt={dt}"
+
+
+def registry_root() -> Path:
+    return Path(os.environ.get("QP_REGISTRY", str(qp_home() / "registry"))).resolve()
+
+
+def conf_dir() -> Path:
+    return Path(os.environ.get("QP_CONF_DIR", str(REPO_ROOT / "conf"))).resolve()
