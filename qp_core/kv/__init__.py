@@ -1,0 +1,29 @@
+"""Redis KV store of QP results: the storage format, the publisher, the reader (spec: docs/kv-spec.md).
+
+    from qp_core.kv import QPClient
+    QPClient().mget(["雅诗兰黛 粉底液", "iphone15"])   # -> [dict | None, ...]
+
+Modules: ``layout`` (key names, namespace ids, value encoding), ``settings`` (conf/kv.yaml, URL
+resolution, connections), ``admin`` (pointer, activation, rollback, TTLs), ``publisher``,
+``client``, ``manifest`` (lake mirror for the Spark sample job). Importing this package does not
+connect to anything.
+"""
+
+from qp_core.kv.admin import Activation, KVAdmin, KVError
+from qp_core.kv.client import QPClient
+from qp_core.kv.layout import KV_FORMAT_VERSION, Keys, decode_value, encode_value, namespace_for
+from qp_core.kv.publisher import KVPublisher, PublishReport, check_row
+from qp_core.kv.settings import (
+    KVConfigError,
+    KVSettings,
+    connect,
+    load_kv_settings,
+    resolve_url,
+    url_from_airflow_conn,
+)
+
+__all__ = [
+    "KV_FORMAT_VERSION", "Activation", "KVAdmin", "KVConfigError", "KVError", "KVPublisher", "KVSettings", "Keys",
+    "PublishReport", "QPClient", "check_row", "connect", "decode_value", "encode_value", "load_kv_settings",
+    "namespace_for", "resolve_url", "url_from_airflow_conn",
+]

@@ -1,0 +1,130 @@
+"""KV configuration (``conf/kv.yaml``), URL resolution and connections.
+
+The URL is resolved in one documented order so that every caller — a downstream service, a
+job, the CLI in the demo shell — finds the same server without flags:
+explicit argument → env ``QP_REDIS_URL`` → ``conf/kv.yaml`` ``url`` (or ``QP__KV__URL``) →
+``$QP_HOME/run/redis.url`` (written by ``qp redis start``). Airflow tasks call
+:func:`url_from_airflow_conn` instead, which imports Airflow lazily so ``qp_core`` never does at
+import time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qp_core.config import load_settings
+from qp_core.redis_server import url_file
+
+
+class KVConfigError(RuntimeError):
+    """No Redis URL could be resolved, or the configuration is unusable."""
+
+
+class SSLSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    cert_reqs: Literal["required", "optional", "none"] = "required"
+    check_hostname: bool = True
+
+
+class KVSettings(BaseModel):
+    """Typed ``conf/kv.yaml``; every field is documented in that file and in docs/kv-spec.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = None
+    airflow_conn_id: str | None = "qp_redis"
+    prefix: str = Field("qp", pattern=r"^[A-Za-z0-9_.-]+$")
+    batch_size: int = Field(1000, ge=1)
+    mget_chunk: int = Field(500, ge=1)
+    retired_ttl_s: int = Field(7 * 86400, ge=1)
+    min_coverage: float = Field(0.95, ge=0.0, le=1.0)
+    coverage_sample: int = Field(200_000, ge=1)
+    activate_after_publish: bool = True
+    history_max: int = Field(50, ge=1)
+    socket_timeout_s: float = Field(5.0, gt=0)
+    ssl: SSLSettings = Field(default_factory=SSLSettings)
+
+
+def load_kv_settings(**overrides: Any) -> KVSettings:
+    return load_settings("kv", KVSettings, **overrides)
+
+
+def resolve_url(explicit: str | None = None, settings: KVSettings | None = None) -> str:
+    """The Redis URL by the documented order; raises ``KVConfigError`` naming what to do if none."""
+    if explicit:
+        return explicit
+    env = os.environ.get("QP_REDIS_URL")
+    if env:
+        return env
+    settings = settings or load_kv_settings()
+    if settings.url:
+        return settings.url
+    path = url_file()
+    if path.exists():
+        url = path.read_text().strip()
+        if url:
+            return url
+    raise KVConfigError(
+        "no Redis URL: pass --url, set QP_REDIS_URL or conf/kv.yaml `url`, or run `qp redis start` "
+        f"(which writes {path})"
+    )
+
+
+def connect(url: str | None = None, settings: KVSettings | None = None):
+    """A ``redis.Redis`` for the resolved URL (password/ACL user from the URL, TLS options for rediss://)."""
+    import redis
+
+    settings = settings or load_kv_settings()
+    resolved = resolve_url(url, settings)
+    kwargs: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+    }
+    if urlsplit(resolved).scheme == "rediss":
+        ssl = settings.ssl
+        kwargs.update(
+            ssl_cert_reqs=ssl.cert_reqs,
+            ssl_check_hostname=ssl.check_hostname and ssl.cert_reqs != "none",
+        )
+        if ssl.ca_certs:
+            kwargs["ssl_ca_certs"] = ssl.ca_certs
+        if ssl.certfile:
+            kwargs["ssl_certfile"] = ssl.certfile
+        if ssl.keyfile:
+            kwargs["ssl_keyfile"] = ssl.keyfile
+    return redis.Redis.from_url(resolved, **kwargs)
+
+
+def url_from_connection_fields(
+    host: str | None, port: int | None, login: str | None, password: str | None, schema: str | None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Build a redis:// or rediss:// URL from Airflow-style connection fields (pure, testable)."""
+    extra = extra or {}
+    tls = str(extra.get("ssl", extra.get("tls", False))).lower() in {"1", "true", "yes"}
+    scheme = "rediss" if tls else "redis"
+    auth = ""
+    if login or password:
+        auth = quote(login or "", safe="") + (":" + quote(password, safe="") if password else "") + "@"
+    db = schema or str(extra.get("db", 0))
+    return f"{scheme}://{auth}{host or 'localhost'}:{port or 6379}/{db or 0}"
+
+
+def url_from_airflow_conn(conn_id: str | None = None) -> str:
+    """Redis URL from an Airflow connection. Call ONLY from inside an Airflow task (imports Airflow)."""
+    from airflow.sdk import Connection  # noqa: PLC0415 - lazy by design
+
+    conn_id = conn_id or load_kv_settings().airflow_conn_id
+    if not conn_id:
+        raise KVConfigError("no Airflow connection id configured (conf/kv.yaml airflow_conn_id)")
+    conn = Connection.get(conn_id)
+    return url_from_connection_fields(
+        conn.host, conn.port, conn.login, conn.password, conn.schema, conn.extra_dejson
+    )
