@@ -1,0 +1,106 @@
+"""The daily publish step: ``curated/qp_results/dt=D`` → namespace → lake manifest → pointer (gate permitting).
+
+Kept here (not in ``jobs/publish.py``) so the DAG, ``qp run`` and tests run the same code. The
+namespace defaults to ``namespace_for`` of the rows' versions; the pipeline passes it explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qp_core import paths
+from qp_core.kv.layout import namespace_for
+from qp_core.kv.manifest import update_manifest
+from qp_core.kv.publisher import KVPublisher, PublishReport
+from qp_core.kv.settings import KVSettings, load_kv_settings
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DATASET = "curated/qp_results"
+READ_COLUMNS = ("query_key", "query_norm", "result_json", "src", "model_version", "rules_version", "prompt_version")
+
+
+class PublishRefused(RuntimeError):
+    """The partition must not be published (missing, or its quality gate failed)."""
+
+
+@dataclass
+class DailyPublishResult:
+    report: PublishReport
+    manifest_rows: int
+    activation: dict[str, Any] | None
+    active_after: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"publish": self.report.to_dict(), "manifest_rows": self.manifest_rows,
+                "activation": self.activation, "active_after": self.active_after, **self.extra}
+
+
+def read_results(dt: str) -> list[dict[str, Any]]:
+    """Rows of ``curated/qp_results/dt=D`` (files starting with ``_`` or ``.``, e.g. ``_quality.json``, skipped)."""
+    import pyarrow.dataset as ds
+
+    part = paths.partition(RESULTS_DATASET, dt)
+    if not part.exists():
+        raise PublishRefused(f"no results partition {part}")
+    dataset = ds.dataset(str(part), format="parquet")
+    cols = [c for c in READ_COLUMNS if c in dataset.schema.names]
+    return dataset.to_table(columns=cols).to_pylist()
+
+
+def check_quality(dt: str) -> dict[str, Any] | None:
+    """The partition's ``_quality.json`` (if any); refuses a partition whose gate is recorded as failed."""
+    path: Path = paths.partition(RESULTS_DATASET, dt) / "_quality.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    gate = report.get("passed", report.get("gate_passed", report.get("gate", {}).get("passed")
+                                           if isinstance(report.get("gate"), dict) else None))
+    if gate is False:
+        raise PublishRefused(f"quality gate failed for dt={dt} ({path}); nothing published")
+    return report
+
+
+def default_namespace(rows: list[dict[str, Any]]) -> str:
+    """``namespace_for`` the most common (model, rules, prompt) versions among model-sourced rows."""
+    pool = [r for r in rows if r.get("src") == "model"] or rows
+    triples = Counter((r.get("model_version"), r.get("rules_version"), r.get("prompt_version")) for r in pool)
+    (model, rules, prompt), _ = triples.most_common(1)[0] if triples else ((None, None, None), 0)
+    if not (model and rules and prompt):
+        raise PublishRefused("rows carry no model/rules/prompt versions: pass --namespace")
+    return namespace_for(model, rules, prompt)
+
+
+def publish_day(
+    dt: str,
+    namespace: str | None = None,
+    *,
+    url: str | None = None,
+    activate: bool | None = None,
+    min_coverage: float | None = None,
+    settings: KVSettings | None = None,
+) -> DailyPublishResult:
+    settings = settings or load_kv_settings()
+    quality = check_quality(dt)
+    rows = read_results(dt)
+    ns = namespace or (default_namespace(rows) if rows else None)
+    if ns is None:
+        raise PublishRefused(f"dt={dt} has no rows and no --namespace was given")
+    publisher = KVPublisher(url, settings=settings)
+    report = publisher.publish(rows, ns, dt)
+    manifest_rows = update_manifest(ns, report.published, dt)
+    activation = None
+    do_activate = settings.activate_after_publish if activate is None else activate
+    if do_activate and publisher.admin.active() != ns:
+        activation = publisher.activate(ns, min_coverage).to_dict()
+    active = publisher.admin.active()
+    logger.info("dt=%s ns=%s: %d keys written (%d new, %d rejected) at %.0f keys/s; manifest %d rows; active=%s",
+                dt, ns, report.written, report.new_keys, report.rejected, report.keys_per_s, manifest_rows, active)
+    return DailyPublishResult(report, manifest_rows, activation, active,
+                              extra={"quality_present": quality is not None})
