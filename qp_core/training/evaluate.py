@@ -1,0 +1,136 @@
+"""Evaluation of every stage (and the legacy baseline) on the golden set with ``qp_core.metrics.evaluate``.
+
+Each model answers the same golden rows with the prompt it was trained on (full unified prompt with the
+profile's rules mode; context on or off as in training), outputs go through ``parse.parse_output`` like the
+nearline pipeline (an unparseable output counts as an empty prediction), and the metric dict is the row
+``report.json`` carries. Task-isolated models (Table 2 ablation) answer one single-task prompt per task and
+their fields are assembled into one unified prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def score(predictions: list[dict[str, Any] | None], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``metrics.evaluate`` of unified predictions against the rows' labels."""
+    from qp_core.metrics import evaluate
+
+    references = [json.loads(r["label"]) if isinstance(r["label"], str) else r["label"] for r in rows]
+    queries = [r["query"] for r in rows]
+    return evaluate(predictions, references, queries)
+
+
+def parse_texts(texts: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    from qp_core.parse import parse_output
+
+    return [parse_output(t, r["query"]).result for t, r in zip(texts, rows)]
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    rows: list[dict[str, Any]],
+    *,
+    rules_mode: str,
+    context: bool = True,
+    batch_size: int = 64,
+    max_new_tokens: int = 192,
+    bf16: bool = True,
+    samples_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Greedy generation on ``rows`` + metrics; writes the raw outputs to ``samples_path`` (jsonl) if given."""
+    from qp_core.training.data import unified_prompt
+    from qp_core.training.generate import generate_texts
+
+    t0 = time.time()
+    prompts = [unified_prompt(r, rules_mode, context) for r in rows]
+    texts = [t[0] for t in generate_texts(model_dir, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, bf16=bf16)]
+    preds = parse_texts(texts, rows)
+    metrics = score(preds, rows)
+    metrics["eval_s"] = round(time.time() - t0, 1)
+    metrics["n"] = len(rows)
+    if samples_path:
+        _write_samples(samples_path, rows, texts, preds)
+    return metrics
+
+
+def evaluate_task_models_separately(
+    task_model_dirs: dict[str, str | Path],
+    rows: list[dict[str, Any]],
+    *,
+    batch_size: int = 64,
+    max_new_tokens: int = 192,
+    bf16: bool = True,
+) -> dict[str, Any]:
+    """Table-2 ablation: one model per sub-task, each asked its single-task prompt.
+
+    Each task's metric is taken from the predictions of that task's own model (its fields put into an
+    otherwise empty unified dict), exactly as the paper's task-isolated rows; Overall = mean of the four.
+    """
+    from qp_core.prompt import build_task_messages, task_fields
+    from qp_core.schema import empty_result
+    from qp_core.training.generate import generate_texts
+
+    key = {"ner": "ner_f1", "seg": "seg_f1", "tw": "tw_f1", "taxonomy": "taxonomy"}
+    t0 = time.time()
+    out: dict[str, Any] = {}
+    for task, model_dir in task_model_dirs.items():
+        prompts = [build_task_messages(task, r["query"]) for r in rows]
+        texts = [t[0] for t in generate_texts(model_dir, prompts, batch_size=batch_size,
+                                               max_new_tokens=max_new_tokens, bf16=bf16)]
+        preds = []
+        for text in texts:
+            obj = _loads_object(text) or {}
+            pred = empty_result()
+            for f in task_fields(task):
+                if f in obj:
+                    pred[f] = obj[f]
+            preds.append(pred)
+        m = score(preds, rows)
+        out[key[task]] = m[key[task]]
+        out[f"{task}_model_valid_rate"] = round(100.0 * sum(1 for t in texts if _loads_object(t)) / max(1, len(texts)), 2)
+    parts = [out[k] for k in ("ner_f1", "seg_f1", "tw_f1", "taxonomy") if k in out]
+    out["overall"] = sum(parts) / len(parts) if parts else 0.0
+    out["eval_s"] = round(time.time() - t0, 1)
+    out["n"] = len(rows)
+    return out
+
+
+def evaluate_legacy(rows: list[dict[str, Any]], legacy=None) -> dict[str, Any]:
+    """The legacy multi-model pipeline (the baseline row)."""
+    from qp_core.legacy import load_or_train
+
+    t0 = time.time()
+    legacy = legacy or load_or_train()
+    preds = [legacy.predict(r["query"]) for r in rows]
+    metrics = score(preds, rows)
+    metrics["eval_s"] = round(time.time() - t0, 1)
+    metrics["n"] = len(rows)
+    return metrics
+
+
+def _loads_object(text: str) -> dict[str, Any] | None:
+    text = text.strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        obj = json.loads(text[start:end + 1])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _write_samples(path: str | Path, rows, texts, preds) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for r, t, p in zip(rows, texts, preds):
+            fh.write(json.dumps({"query": r["query"], "label": r["label"], "output": t, "parsed": p is not None},
+                                ensure_ascii=False) + "\n")
