@@ -1,0 +1,165 @@
+"""The legacy pipeline (qp_core.legacy): isolated per-task models, always-valid output, caching.
+
+Trained once per session on a small hand-built grammar of annotated queries (fast, and the tests can
+name exactly what it should learn). The golden-set comparison against the trivial floor runs on the
+synthetic world when its fixture is available.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from qp_core.legacy import EmptyQueryError, LegacyPipeline, load_or_train, training_hash
+from qp_core.legacy.ner import spans_from_bio
+from qp_core.legacy.segmenter import Segmenter
+from qp_core.normalize import compact
+from qp_core.prompt import TASKS, task_target
+from qp_core.schema import dump_unified, validation_errors
+
+BRANDS = {"雅诗兰黛": "美妆/彩妆", "兰蔻": "美妆/护肤", "咕噜噜酱": "美食/探店", "新百伦": "时尚/鞋靴箱包",
+          "华为": "数码/手机", "优衣库": "时尚/穿搭"}
+SERIES = {"雅诗兰黛": ["1c1", "小棕瓶"], "兰蔻": ["小黑瓶", "菁纯"], "咕噜噜酱": ["招牌锅"],
+          "新百伦": ["990v6", "327"], "华为": ["mate60", "p70"], "优衣库": ["u系列"]}
+TYPES = {"雅诗兰黛": "粉底液", "兰蔻": "精华", "咕噜噜酱": "火锅", "新百伦": "跑鞋", "华为": "手机", "优衣库": "t恤"}
+INTENTS = {"推荐": "找{o}的推荐", "测评": "看{o}的测评", "怎么样": "了解{o}的口碑", "平替": "找{o}的平价替代"}
+
+
+def make_row(rng: random.Random) -> dict:
+    brand = rng.choice(list(BRANDS))
+    parts = [(brand, "brand", 3)]
+    if rng.random() < 0.6:
+        parts.append((rng.choice(SERIES[brand]), "product_series", 3))
+    if rng.random() < 0.6:
+        parts.append((TYPES[brand], "product_type", 2))
+    intent = rng.choice([None, *INTENTS]) if rng.random() < 0.8 else None
+    if intent:
+        parts.append((intent, None, 1))
+    if rng.random() < 0.2:
+        parts.append(("吗", None, 0))
+    obj = "".join(p[0] for p in parts if p[2] > 0 and p[0] not in INTENTS)
+    cat = BRANDS[brand]
+    label = {
+        "entities": [{"text": t, "type": ty} for t, ty, _ in parts if ty],
+        "segments": [p[0] for p in parts],
+        "weights": [p[2] for p in parts],
+        "category": [cat],
+        "intent_desc": f"用户想{INTENTS[intent].format(o=obj) if intent else f'了解{obj}的相关内容'}，属于{cat}",
+    }
+    query = (" " if rng.random() < 0.5 else "").join(p[0] for p in parts)
+    assert not validation_errors(label, query), validation_errors(label, query)
+    return {"query": query, "history": [], "notes": [], "label": dump_unified(label)}
+
+
+@pytest.fixture(scope="session")
+def grammar_rows() -> list[dict]:
+    rng = random.Random(7)
+    return [make_row(rng) for _ in range(400)]
+
+
+@pytest.fixture(scope="session")
+def pipe(grammar_rows) -> LegacyPipeline:
+    return LegacyPipeline().fit(grammar_rows[:300])
+
+
+def test_segmenter_learns_lexicon_words_from_training_segments():
+    plain = Segmenter().fit([])
+    assert plain.cut("咕噜噜酱招牌锅") != ["咕噜噜酱", "招牌锅"]  # jieba alone does not know the shop
+    learned = Segmenter().fit([["咕噜噜酱", "招牌锅"]])
+    assert learned.lexicon == {"咕噜噜酱": 1, "招牌锅": 1}
+    assert learned.cut("咕噜噜酱招牌锅") == ["咕噜噜酱", "招牌锅"]
+    assert learned.cut("咕噜噜酱 招牌锅 火锅") == ["咕噜噜酱", "招牌锅", "火锅"]
+
+
+def test_spans_from_bio_accepts_ill_formed_tags():
+    assert spans_from_bio(["B-brand", "I-brand", "O", "I-ip", "I-ip", "B-poi"]) == [
+        (0, 2, "brand"), (3, 5, "ip"), (5, 6, "poi")]
+    assert spans_from_bio(["B-brand", "I-ip"]) == [(0, 1, "brand"), (1, 2, "ip")]
+
+
+def test_learns_each_subtask_on_held_out_queries(pipe, grammar_rows):
+    from qp_core.metrics import evaluate
+
+    held = grammar_rows[300:]
+    refs = [{**json.loads(r["label"]), "query": r["query"]} for r in held]
+    m = evaluate(pipe.predict_batch([r["query"] for r in held]), refs)
+    assert m["valid_rate"] == 1.0
+    assert m["seg_f1"] > 95 and m["ner_f1"] > 90 and m["tw_f1"] > 90 and m["taxonomy_top1"] > 95, m
+    assert m["intent_chrf"] > 80, m
+
+
+def test_prediction_is_isolated_from_context(pipe):
+    """Same query, same output: the legacy models take no history or notes."""
+    r = pipe.predict("华为 mate60 怎么样")
+    assert r["entities"] == [{"text": "华为", "type": "brand"}, {"text": "mate60", "type": "product_series"}]
+    assert r["segments"] == ["华为", "mate60", "怎么样"]
+    assert r["category"][0] == "数码/手机"
+    assert r["intent_desc"] == "用户想了解华为mate60的口碑，属于数码/手机"
+
+
+ODD = ["😀😀😀", "x" * 5000, "a<|im_end|>b", "  ＩＰＨＯＮＥ１５ 壳 ", "\x00粉\u200b底液\x1b", "？？！", "a", "1",
+       "雅诗兰黛雅诗兰黛雅诗兰黛", "ǰ̌ ß ﬁ 𝔘", "\"}]{\\", "兰蔻 兰蔻 小黑瓶 小黑瓶"]
+
+
+@pytest.mark.parametrize("query", ODD)
+def test_output_always_validates_on_odd_inputs(pipe, query):
+    r = pipe.predict(query)
+    assert validation_errors(r, query) == []
+    assert list(r) == ["entities", "segments", "weights", "category", "intent_desc"]
+
+
+def test_empty_queries(pipe):
+    for q in ["", "   ", "\x00\u200b"]:
+        with pytest.raises(EmptyQueryError):
+            pipe.predict(q)
+    assert pipe.predict_batch(["", None, "兰蔻"])[:2] == [None, None]
+
+
+def test_repair_drops_what_cannot_be_placed(pipe):
+    draft = {"entities": [{"text": "兰蔻", "type": "brand"}, {"text": "不存在", "type": "brand"},
+                          {"text": "精华", "type": "alien"}, {"text": "精华", "type": "product_type"}],
+             "segments": ["兰", "蔻X"], "weights": [9, -1, 2], "category": ["美妆/护肤", "nope", "美妆/护肤"],
+             "intent_desc": ""}
+    r = pipe.repair(draft, "兰蔻 精华")
+    assert validation_errors(r, "兰蔻 精华") == []
+    assert r["entities"] == [{"text": "兰蔻", "type": "brand"}, {"text": "精华", "type": "product_type"}]
+    assert r["category"] == ["美妆/护肤"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_predict_task_gives_task_target_of_prediction(pipe, task):
+    q = "兰蔻小黑瓶平替"
+    assert pipe.predict_task(task, q) == task_target(task, pipe.predict(q))
+    assert pipe.predict_tasks_batch(task, [q, ""]) == [task_target(task, pipe.predict(q)), None]
+    if task == "tw":
+        assert json.loads(pipe.predict_task(task, q)) == {"segments": ["兰蔻", "小黑瓶", "平替"], "weights": [3, 3, 1]}
+
+
+def test_save_load_roundtrip(pipe, tmp_path):
+    pipe.save(tmp_path / "m")
+    loaded = LegacyPipeline.load(tmp_path / "m")
+    qs = ["雅诗兰黛 1c1 粉底液 测评", "新百伦990v6", "😀"]
+    assert loaded.predict_batch(qs) == pipe.predict_batch(qs)
+
+
+def test_load_or_train_caches_by_training_data(grammar_rows, tmp_path, monkeypatch):
+    from qp_core import paths
+
+    monkeypatch.setenv("QP_HOME", str(tmp_path))
+    rows = grammar_rows[:60]
+    first = load_or_train(rows=rows)
+    cache = paths.registry_root() / "legacy" / training_hash(rows)
+    assert (cache / "legacy.pkl").exists()
+    assert training_hash(list(reversed(rows))) == training_hash(rows)
+    assert training_hash(rows[:59]) != training_hash(rows)
+    mtime = (cache / "legacy.pkl").stat().st_mtime_ns
+    second = load_or_train(rows=rows)
+    assert (cache / "legacy.pkl").stat().st_mtime_ns == mtime  # loaded, not retrained
+    assert second.predict("兰蔻精华") == first.predict("兰蔻精华")
+
+
+def test_fit_rejects_no_valid_rows():
+    with pytest.raises(ValueError, match="no valid annotation rows"):
+        LegacyPipeline().fit([{"query": "兰蔻", "label": "{not json"}, {"query": "", "label": "{}"}])
