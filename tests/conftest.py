@@ -19,4 +19,5 @@ pytest_plugins = [
     "tests.fixtures.world",
     "tests.fixtures.engine",
     "tests.fixtures.tiny_model",
+    "tests.fixtures.airflow",
 ]

@@ -1,0 +1,120 @@
+"""qp_nearline_daily: the day's queries → one generative model → validated results → Redis KV.
+
+Thin wiring only (paper Figure 3). Every task runs one command of ``qp_core.pipeline.STEPS`` (spark-submit
+or ``python -m jobs.<step>``) for the partition date, so this DAG, ``qp run day`` and ``qp backfill`` do the
+same thing. The partition date is the data interval's start (interval [D, D+1) processes ``dt=D``); a run
+conf ``{"dt": "YYYY-MM-DD"}`` overrides it for manual runs. Retries, pool and queue of the generation
+shards come from ``conf/airflow.yaml``. Only stdlib + ``qp_core`` config is imported at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, chain, dag, task
+
+from qp_core.airflow_home import settings
+
+S = settings()
+
+# Downstream DAGs (and people) can schedule on fresh results; annotations trigger the training chain.
+QP_RESULTS = Asset(name="qp_results", uri="file:///qp/lake/curated/qp_results")
+
+DEFAULT_ARGS = {
+    "owner": "qp",
+    "retries": S.retries,
+    "retry_delay": timedelta(seconds=S.retry_delay_s),
+    "retry_exponential_backoff": S.retry_exponential_backoff,
+    "max_retry_delay": timedelta(seconds=S.max_retry_delay_s),
+    "execution_timeout": timedelta(seconds=S.step_timeout_s),
+}
+
+
+def _run(name: str, dt: str, target: dict, shard: int | None = None) -> None:
+    from qp_core import pipeline
+
+    pipeline.run_step(name, dt, pipeline.Target.from_dict(target), shard, timeout=S.step_timeout_s)
+
+
+@dag(
+    dag_id="qp_nearline_daily",
+    description="Daily nearline QP: sample → context → prompts → generate (per shard) → validate → publish",
+    schedule=CronDataIntervalTimetable(S.nearline_cron, timezone="UTC"),
+    start_date=datetime.fromisoformat(S.start_date).replace(tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=S.max_active_runs,
+    default_args=DEFAULT_ARGS,
+    params={"dt": Param(None, type=["null", "string"], description="partition date override (YYYY-MM-DD)")},
+    tags=["qp", "nearline"],
+    doc_md=__doc__,
+)
+def qp_nearline_daily():
+    @task(retries=0)
+    def partition_date(**context) -> str:
+        from qp_core.pipeline import partition_date as _partition_date
+
+        return _partition_date(context["params"].get("dt"), context["data_interval_start"])
+
+    @task.sensor(poke_interval=S.sensor_poke_interval_s, timeout=S.sensor_timeout_s, mode="reschedule",
+                 exponential_backoff=True)
+    def wait_for_query_log(dt: str) -> bool:
+        from qp_core.pipeline import log_partition_ready
+
+        return log_partition_ready(dt)
+
+    @task
+    def resolve_target() -> dict:
+        from qp_core.pipeline import resolve_target as _resolve
+
+        target = _resolve().to_dict()
+        print(f"target model {target['model_version']} -> namespace {target['namespace']}")
+        return target
+
+    @task
+    def sample(dt: str, target: dict) -> None:
+        _run("sample", dt, target)
+
+    @task
+    def context(dt: str, target: dict) -> None:
+        _run("context", dt, target)
+
+    @task
+    def prompts(dt: str, target: dict) -> list[int]:
+        from qp_core.pipeline import list_shards
+
+        _run("prompts", dt, target)
+        shards = list_shards(dt)
+        print(f"{len(shards)} prompt shard(s) for {dt}: {shards}")
+        return shards
+
+    @task(pool=S.generate_pool, pool_slots=S.generate_pool_slots, queue=S.generate_queue,
+          max_active_tis_per_dagrun=S.generate_max_active_tis)
+    def generate(shard: int, dt: str, target: dict) -> None:
+        _run("generate", dt, target, shard)
+
+    # none_failed: a day whose sample chose no query has no shard; validate/publish still run (empty)
+    @task(trigger_rule="none_failed")
+    def validate(dt: str, target: dict) -> None:
+        _run("validate", dt, target)
+
+    @task(outlets=[QP_RESULTS])
+    def publish(dt: str, target: dict) -> None:
+        _run("publish", dt, target)
+
+    dt = partition_date()
+    target = resolve_target()
+    shards = prompts(dt, target)
+    chain(
+        dt,
+        wait_for_query_log(dt),
+        target,
+        sample(dt, target),
+        context(dt, target),
+        shards,
+        generate.partial(dt=dt, target=target).expand(shard=shards),
+        validate(dt, target),
+        publish(dt, target),
+    )
+
+
+qp_nearline_daily()

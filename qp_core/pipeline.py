@@ -1,0 +1,387 @@
+"""The daily nearline pipeline as one ordered list of steps, shared by every way of running it.
+
+Why: the Airflow DAG (``dags/qp_nearline_daily.py``), ``qp run`` and the serial ``qp backfill`` must run
+*exactly* the same commands, so a date processed on a laptop and a date processed by Airflow are the same
+thing. Each :class:`Step` is a job name (``jobs/<job>.py``), how it is launched (``spark-submit`` or
+``python -m``) and a builder of its command-line arguments from the partition date and the
+:class:`Target` (model + KV namespace resolved once per run from the registry). Everything here is
+stdlib + ``qp_core``; no Airflow, no Spark, no torch at import time.
+
+The training chain's stages are listed the same way (:data:`TRAINING_STEPS`) for ``qp_training_chain``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt_mod
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from qp_core import paths
+
+logger = logging.getLogger(__name__)
+
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class StepFailed(RuntimeError):
+    """A step's subprocess exited non-zero; carries the command and the tail of its output."""
+
+    def __init__(self, name: str, returncode: int, cmd: list[str], tail: str):
+        self.name, self.returncode, self.cmd, self.tail = name, returncode, cmd, tail
+        super().__init__(f"step {name!r} failed with exit code {returncode}: {' '.join(cmd)}\n--- last output ---\n{tail}")
+
+
+class NoProductionModel(RuntimeError):
+    """The registry has no production model: the daily pipeline has nothing to serve."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a run targets
+
+
+@dataclass(frozen=True)
+class Target:
+    """The model a run serves and the KV namespace its results go to (resolved once per run)."""
+
+    model_version: str
+    model_dir: str
+    rules_mode: str
+    rules_version: str
+    namespace: str
+    active_namespace: str | None = None  # what readers see now (differs from namespace on a model change)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Target":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def resolve_target() -> Target:
+    """Production model from the registry and its KV namespace (``qp_core.kv.namespace_for``)."""
+    from qp_core import kv, registry
+
+    record = registry.production()
+    if record is None:
+        raise NoProductionModel(
+            "no model in production in the registry "
+            f"({paths.registry_root()}): run `qp train quick` (tiny bootstrap) or `qp train chain`"
+        )
+    from qp_core.prompt import PROMPT_VERSION
+
+    rules_version = getattr(record, "rules_version", None) or _current_rules_version()
+    namespace = kv.namespace_for(record.version, rules_version, PROMPT_VERSION)
+    return Target(
+        model_version=str(record.version),
+        model_dir=str(Path(record.path).resolve()),
+        rules_mode=str(getattr(record, "rules_mode", "full") or "full"),
+        rules_version=str(rules_version),
+        namespace=str(namespace),
+        active_namespace=_active_namespace(),
+    )
+
+
+def _current_rules_version() -> str:
+    from qp_core import rules
+
+    return rules.rules_version()
+
+
+def _active_namespace() -> str | None:
+    """The namespace the KV pointer names now; None when none is active or Redis is not reachable here."""
+    try:
+        from qp_core.kv import KVAdmin
+
+        return KVAdmin().active()
+    except Exception as exc:  # the publish step is where an unreachable Redis must fail, not here
+        logger.warning("could not read the active KV namespace: %s", exc)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The steps
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step: ``jobs/<job>.py`` launched by ``runner`` with ``args(dt, target, shard)``."""
+
+    name: str
+    job: str
+    runner: str  # "spark" (spark-submit) or "python" (python -m jobs.<job>)
+    args: Callable[[str, Target, int | None], list[str]]
+    per_shard: bool = False
+    doc: str = ""
+
+
+def _dt_args(dt: str, target: Target, shard: int | None) -> list[str]:
+    return ["--dt", dt]
+
+
+def _sample_args(dt: str, target: Target, shard: int | None) -> list[str]:
+    # the sample compares the day's queries with what the active namespace already holds
+    args = ["--dt", dt, "--namespace", target.namespace]
+    if target.active_namespace and target.active_namespace != target.namespace:
+        args += ["--previous-namespace", target.active_namespace]  # model/rules changed: regenerate all
+    return args
+
+
+def _prompts_args(dt: str, target: Target, shard: int | None) -> list[str]:
+    return ["--dt", dt, "--rules-mode", target.rules_mode]
+
+
+def _generate_args(dt: str, target: Target, shard: int | None) -> list[str]:
+    if shard is None:
+        raise ValueError("generate runs per shard: pass shard=N")
+    return ["--dt", dt, "--shard", str(shard), "--model-dir", target.model_dir]
+
+
+def _validate_args(dt: str, target: Target, shard: int | None) -> list[str]:
+    return ["--dt", dt, "--model-version", target.model_version]
+
+
+def _publish_args(dt: str, target: Target, shard: int | None) -> list[str]:
+    return ["--dt", dt, "--namespace", target.namespace]
+
+
+STEPS: tuple[Step, ...] = (
+    Step("sample", "sample", "spark", _sample_args, doc="normalise, quarantine, dedupe, choose the day's queries"),
+    Step("context", "context", "spark", _dt_args, doc="rewrite history + candidate notes per query"),
+    Step("prompts", "prompts", "spark", _prompts_args, doc="I ⊕ R ⊕ q ⊕ C prompts, sorted and sharded"),
+    Step("generate", "generate", "python", _generate_args, per_shard=True, doc="vLLM batch generation per shard"),
+    Step("validate", "validate", "python", _validate_args, doc="parse, validate, fallback, quality gate"),
+    Step("publish", "publish", "python", _publish_args, doc="write the KV namespace, flip the pointer"),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+def step(name: str) -> Step:
+    for s in STEPS:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown step {name!r}; steps: {', '.join(STEP_NAMES)}")
+
+
+def command(step_: Step, dt: str, target: Target, shard: int | None = None) -> list[str]:
+    """The exact command line of one step (what the DAG task, ``qp run`` and ``qp backfill`` execute)."""
+    check_date(dt)
+    args = step_.args(dt, target, shard)
+    if step_.runner == "spark":
+        from qp_core import spark
+
+        return list(spark.submit_command(step_.job, args))
+    return [sys.executable, "-m", f"jobs.{step_.job}", *args]
+
+
+def command_env(step_: Step) -> dict[str, str]:
+    env = subprocess_env()
+    if step_.runner == "spark":
+        from qp_core import spark
+
+        env = spark.submit_env(env)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dates, partitions, shards
+
+
+def check_date(dt: str) -> str:
+    if not isinstance(dt, str) or not DATE_RE.match(dt):
+        raise ValueError(f"partition date must be YYYY-MM-DD, got {dt!r}")
+    dt_mod.date.fromisoformat(dt)
+    return dt
+
+
+def partition_date(explicit: str | None, data_interval_start) -> str:
+    """The run's partition date: an explicit ``dt`` (run conf) wins, else the data interval's start day."""
+    if explicit:
+        return check_date(str(explicit))
+    return data_interval_start.strftime("%Y-%m-%d")
+
+
+def date_range(start: str, end: str) -> list[str]:
+    """Inclusive list of YYYY-MM-DD dates from ``start`` to ``end``."""
+    d0, d1 = dt_mod.date.fromisoformat(check_date(start)), dt_mod.date.fromisoformat(check_date(end))
+    if d1 < d0:
+        raise ValueError(f"end {end} is before start {start}")
+    return [(d0 + dt_mod.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
+
+
+def log_partition_ready(dt: str) -> bool:
+    """True once ``raw/query_log/dt=D`` has a ``_SUCCESS`` marker or at least one Parquet file."""
+    part = paths.partition("raw/query_log", check_date(dt))
+    if not part.is_dir():
+        return False
+    if (part / "_SUCCESS").exists():
+        return True
+    return any(part.rglob("*.parquet"))
+
+
+def list_shards(dt: str) -> list[int]:
+    """Shard numbers the prompts step wrote for ``dt`` (``curated/prompts/dt=D/shard=N``), sorted."""
+    part = paths.partition("curated/prompts", check_date(dt))
+    if not part.is_dir():
+        return []
+    shards = []
+    for child in part.iterdir():
+        if child.is_dir() and child.name.startswith("shard="):
+            try:
+                shards.append(int(child.name.split("=", 1)[1]))
+            except ValueError:
+                continue
+    return sorted(shards)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running commands
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of a step: ours, with an absolute QP_HOME and the repo importable."""
+    env = dict(os.environ)
+    env["QP_HOME"] = str(paths.qp_home())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.update(extra or {})
+    return env
+
+
+def run_command(cmd: list[str], *, env: dict | None = None, check: bool = True, timeout: float | None = None,
+                label: str = "step", tail_lines: int = 60) -> int:
+    """Run ``cmd``, streaming every output line to the log as ``[label] line``; raise on failure.
+
+    Streaming (not capturing) matters: in Airflow the task log is where operators look first.
+    """
+    logger.info("[%s] $ %s", label, " ".join(cmd))
+    tail: deque[str] = deque(maxlen=tail_lines)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env if env is not None else subprocess_env(), cwd=str(paths.REPO_ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            bufsize=1)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            logger.info("[%s] %s", label, line)
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                proc.kill()
+                raise TimeoutError(f"[{label}] exceeded {timeout:.0f}s")
+        rc = proc.wait(timeout=None if timeout is None else max(1.0, timeout - (time.monotonic() - t0)))
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+    logger.info("[%s] exit %d after %.1fs", label, rc, time.monotonic() - t0)
+    if check and rc != 0:
+        raise StepFailed(label, rc, cmd, "\n".join(tail))
+    return rc
+
+
+def run_step(name: str, dt: str, target: Target, shard: int | None = None, *, timeout: float | None = None) -> float:
+    """Run one step for one date (and shard); returns its wall time in seconds."""
+    s = step(name)
+    label = f"{name}[{shard}]" if shard is not None else name
+    t0 = time.monotonic()
+    run_command(command(s, dt, target, shard), env=command_env(s), label=label, timeout=timeout)
+    return time.monotonic() - t0
+
+
+@dataclass
+class StepTiming:
+    name: str
+    seconds: float
+    shard: int | None = None
+
+
+@dataclass
+class DayReport:
+    dt: str
+    target: Target
+    timings: list[StepTiming] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(t.seconds for t in self.timings)
+
+
+def iter_day(dt: str, target: Target, *, steps: Iterable[str] | None = None) -> Iterator[tuple[str, int | None]]:
+    """The (step, shard) units of one date in execution order; shards are listed after ``prompts`` ran."""
+    wanted = set(steps) if steps else None
+    for s in STEPS:
+        if wanted is not None and s.name not in wanted:
+            continue
+        if s.per_shard:
+            for shard in list_shards(dt):
+                yield s.name, shard
+        else:
+            yield s.name, None
+
+
+def run_day(dt: str, target: Target | None = None, *, steps: Iterable[str] | None = None,
+            on_step: Callable[[str, int | None, str, float], None] | None = None,
+            timeout: float | None = None) -> DayReport:
+    """Run the daily pipeline for one date serially, in the DAG's order (``qp run day``, ``qp backfill``).
+
+    ``on_step(name, shard, status, seconds)`` is called with status ``start``/``done`` for progress displays.
+    """
+    check_date(dt)
+    if not log_partition_ready(dt):
+        raise FileNotFoundError(f"no query-log partition for {dt}: {paths.partition('raw/query_log', dt)}")
+    target = target or resolve_target()
+    report = DayReport(dt, target)
+    for name, shard in iter_day(dt, target, steps=steps):
+        if on_step:
+            on_step(name, shard, "start", 0.0)
+        seconds = run_step(name, dt, target, shard, timeout=timeout)
+        report.timings.append(StepTiming(name, seconds, shard))
+        if on_step:
+            on_step(name, shard, "done", seconds)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training chain (qp_training_chain): one resumable stage per task
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    name: str
+    job: str
+    extra: tuple[str, ...] = ()
+
+
+TRAINING_STEPS: tuple[TrainingStep, ...] = (
+    TrainingStep("aux", "aux_data"),
+    TrainingStep("sft1", "train_sft", ("--stage", "1")),
+    TrainingStep("sft2", "train_sft", ("--stage", "2")),
+    TrainingStep("grpo_filter", "grpo_filter"),
+    TrainingStep("grpo", "train_grpo"),
+    TrainingStep("evaluate", "evaluate"),
+    TrainingStep("promote", "promote"),
+)
+
+
+def training_command(name: str, run_id: str, profile: str) -> list[str]:
+    """Command of one training stage; the ``run_id`` names the run folder every stage resumes from."""
+    for s in TRAINING_STEPS:
+        if s.name == name:
+            return [sys.executable, "-m", f"jobs.{s.job}", *s.extra, "--run-id", run_id, "--profile", profile]
+    raise KeyError(f"unknown training stage {name!r}")
+
+
+def safe_run_id(raw: str) -> str:
+    """Airflow run ids contain ':' and '+'; keep a filesystem-friendly form."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("_")[:120]
