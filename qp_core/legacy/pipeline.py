@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -186,11 +187,13 @@ class LegacyPipeline:
         """Pickle of the fitted models + meta.json. Load only directories this code wrote (pickle)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (MODEL_FILE + ".tmp")
+        tmp = d / f"{MODEL_FILE}.{os.getpid()}.tmp"  # unique: Spark executors may save the same cache at once
         with open(tmp, "wb") as fh:
             pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(d / MODEL_FILE)
-        (d / META_FILE).write_text(json.dumps(self.meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        meta_tmp = d / f"{META_FILE}.{os.getpid()}.tmp"
+        meta_tmp.write_text(json.dumps(self.meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        meta_tmp.replace(d / META_FILE)
         return d
 
     @classmethod
