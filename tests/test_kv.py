@@ -408,3 +408,11 @@ def test_admin_info(pub):
     info = KVAdmin(pub.r.connection_pool.connection_kwargs and None, settings=settings(), redis=pub.r).info()
     assert info["active"] == "nsA" and info["namespaces"]["nsA"]["key_count"] == "4"
     assert info["namespaces"]["nsA"]["active"] is True and info["namespaces"]["nsA"]["ttl_s"] == -1
+
+
+def test_benchmark_smoke(clean_redis):
+    from qp_core import bench_kv
+
+    out = bench_kv.run(clean_redis, keys=300, iters=20, batch=100, use_redis_benchmark=False)
+    assert out["publish"]["written"] == 300 and out["publish"]["new_keys_per_s"] > 0
+    assert out["mget50"]["qpclient"]["p50_ms"] > 0 and out["mget50"]["baseline_redis_py_mget"]["p99_ms"] > 0
