@@ -460,3 +460,14 @@ def lexicon_problems(lex: Lexicon | None = None) -> list[str]:
             problems.append(f"{w.text!r} has two meanings {seen[w.text]} and {key} but is not in AMBIGUOUS")
         seen.setdefault(w.text, key)
     return problems
+
+
+def lookup(text: str) -> Word:
+    """The lexicon word with this text (an ambiguous word comes back in its default sense)."""
+    if text in AMBIGUOUS:
+        sense = AMBIGUOUS[text][0]
+        return Word(text, sense.kind, sense.label)
+    for w in lexicon().all_words():
+        if w.text == text:
+            return w
+    raise KeyError(text)

@@ -1,0 +1,244 @@
+"""The synthetic world: rules-as-code ground truth, determinism, and the realism the pipeline relies on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from qp_core.normalize import compact, normalize_query
+from qp_core.schema import dump_unified, validation_errors
+from qp_core.world.labels import label_query
+from qp_core.world.lexicon import AMBIGUOUS, lexicon, lexicon_problems, lookup
+
+SMALL = dict(days=2, rows_per_day=600, annotations_total=80, golden=60, notes=120, head_size=100, users=100)
+
+
+def _words(q: str):
+    return [lookup(t) for t in q.split()]
+
+
+def _label(q: str, history=(), notes=()):
+    return label_query(_words(q), [_words(h) for h in history], list(notes))
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.parquet"))
+    }
+
+
+def test_lexicon_is_normalised_and_unambiguous_outside_the_ambiguous_list():
+    assert lexicon_problems() == []
+
+
+# The worked examples of conf/rules/*.md: the ground truth must follow the rules the prompt shows.
+@pytest.mark.parametrize(
+    "query, segments, weights, category",
+    [
+        ("雅诗兰黛 1c1 粉底液 色号", ["雅诗兰黛", "1c1", "粉底液", "色号"], [3, 3, 2, 2], ["美妆/彩妆", "美妆/护肤"]),
+        ("兰蔻 小黑瓶 平替", ["兰蔻", "小黑瓶", "平替"], [3, 3, 1], ["美妆/护肤"]),
+        ("nb 990v6 怎么样", ["nb", "990v6", "怎么样"], [3, 3, 1], ["时尚/鞋靴箱包"]),
+        ("上海 citywalk 路线", ["上海", "citywalk", "路线"], [3, 2, 2], ["旅行/目的地"]),
+        ("有没有 平价 的 冲锋衣", ["有没有", "平价", "的", "冲锋衣"], [0, 1, 0, 3], ["时尚/穿搭"]),
+        ("粉底液", ["粉底液"], [3], ["美妆/彩妆"]),
+        ("上海 外滩", ["上海", "外滩"], [2, 3], ["旅行/目的地"]),
+        ("穿搭 冬季", ["穿搭", "冬季"], [3, 1], ["时尚/穿搭"]),
+        ("刘亦菲 穿搭", ["刘亦菲", "穿搭"], [3, 2], ["时尚/穿搭", "娱乐/明星"]),
+        ("原神 攻略", ["原神", "攻略"], [3, 1], ["游戏/手游"]),
+        ("刘亦菲 同款 口红", ["刘亦菲", "同款", "口红"], [3, 1, 3], ["美妆/彩妆", "娱乐/明星"]),
+        ("成都 火锅", ["成都", "火锅"], [3, 3], ["美食/探店", "旅行/目的地"]),
+        ("火锅 做法", ["火锅", "做法"], [3, 2], ["美食/食谱", "美食/探店"]),
+        ("耐克 跑鞋", ["耐克", "跑鞋"], [3, 2], ["健身/运动", "时尚/鞋靴箱包"]),
+        ("北京 环球影城 酒店", ["北京", "环球影城", "酒店"], [2, 3, 2], ["旅行/酒店民宿", "旅行/目的地"]),
+    ],
+)
+def test_rules_examples(query, segments, weights, category):
+    lab = _label(query)
+    assert validation_errors(lab, query) == []
+    assert (lab["segments"], lab["weights"], lab["category"]) == (segments, weights, category)
+
+
+def test_intent_examples():
+    assert _label("雅诗兰黛 1c1 粉底液 测评")["intent_desc"] == "用户想看雅诗兰黛1c1粉底液的测评，属于美妆/彩妆"
+    assert _label("兰蔻 小黑瓶 平替")["intent_desc"] == "用户想找兰蔻小黑瓶的平价替代，属于美妆/护肤"
+    assert _label("苹果", history=["减脂餐 食谱"])["intent_desc"] == "用户想了解苹果的相关内容，属于美食/食谱"
+
+
+def test_ambiguous_word_follows_evidence_then_history_then_notes_then_default():
+    assert _label("苹果 iphone15")["entities"][0] == {"text": "苹果", "type": "brand"}
+    assert _label("苹果 macbookair")["category"] == ["数码/电脑", "数码/手机"]
+    assert _label("苹果 做法")["category"] == ["美食/食谱"]
+    # history: the most recent deciding query wins; ambiguous history is skipped
+    assert _label("苹果", history=["iphone15 续航"])["category"] == ["数码/手机", "美食/食谱"]
+    fruit = _label("苹果", history=["iphone15", "减脂餐 食谱", "小米"])
+    assert fruit["category"] == ["美食/食谱", "数码/手机"]
+    assert fruit["entities"] == [{"text": "苹果", "type": "product_type"}]
+    # history beats notes; notes by majority, ties to the earlier note
+    assert _label("小米", history=["iphone15"], notes=["美食/食谱"] * 3)["category"][0] == "数码/手机"
+    assert _label("小米", notes=["数码/手机", "美食/食谱", "美食/食谱"])["category"][0] == "美食/食谱"
+    assert _label("小米", notes=["美食/食谱", "数码/手机"])["category"][0] == "美食/食谱"
+    assert _label("荣耀 推荐", notes=["游戏/手游"])["entities"] == [{"text": "荣耀", "type": "ip"}]
+    assert _label("奶油风")["category"] == ["家居/装修", "时尚/穿搭"]
+    assert _label("小米")["category"] == ["数码/手机", "美食/食谱"]
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path):
+    from qp_core.world import generate
+
+    generate(tmp_path / "a", seed=11, **SMALL)
+    generate(tmp_path / "b", seed=11, **SMALL)
+    generate(tmp_path / "c", seed=12, **SMALL)
+    a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    assert len(a) == 1 + 1 + 2 + 2  # notes, golden, 2 log days, 2 annotation days
+    assert a == b
+    assert a.keys() == c.keys() and a != c
+
+
+def test_rerun_overwrites_partitions(tmp_path):
+    from qp_core.world import generate
+
+    generate(tmp_path, seed=3, **SMALL)
+    before = _files(tmp_path)
+    generate(tmp_path, seed=3, **SMALL)
+    assert _files(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------------- on small_world
+def _annotations(root: Path) -> list[dict]:
+    return pq.read_table(root / "raw/annotations").to_pylist()
+
+
+def _golden(root: Path) -> list[dict]:
+    return pq.read_table(root / "raw/golden").to_pylist()
+
+
+def _log(root: Path):
+    return pq.read_table(root / "raw/query_log").to_pandas()
+
+
+def test_every_label_is_valid_and_canonical(small_world):
+    rows = _annotations(small_world) + _golden(small_world)
+    assert len(rows) == 300 + 200
+    for r in rows:
+        lab = json.loads(r["label"])
+        assert validation_errors(lab, r["query"]) == [], r
+        assert dump_unified(lab) == r["label"]
+        assert r["query"] == normalize_query(r["query"])
+        assert len(lab["intent_desc"]) <= 60
+
+
+def test_golden_is_disjoint_from_annotations_and_never_logged(small_world):
+    golden = {compact(r["query"]) for r in _golden(small_world)}
+    assert len(golden) == 200
+    annotated = {compact(r["query"]) for r in _annotations(small_world)}
+    logged = {compact(q) for q in _log(small_world)["query"].dropna()}
+    assert not golden & annotated
+    assert not golden & logged
+    assert annotated <= logged  # annotations are sampled from the logs
+
+
+def test_malformed_rate_within_bounds(tmp_path):
+    from qp_core.world import generate
+
+    generate(tmp_path, seed=5, days=1, rows_per_day=20000, annotations_total=10, golden=10, notes=60, head_size=200,
+             malformed_rate=0.02)
+    q = _log(tmp_path)["query"]
+
+    def malformed(v):
+        if v is None or not compact(v) or len(v) >= 1000:
+            return True
+        if any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or 0x200B <= ord(ch) <= 0x200F for ch in v):
+            return True
+        return not any(ch.isalnum() for ch in v)  # emoji-only
+
+    rate = sum(map(malformed, q)) / len(q)
+    assert 0.015 <= rate <= 0.025, rate
+    kinds = Counter(
+        "null" if v is None else "long" if len(v) >= 5000 else "empty" if not v.strip() else "other"
+        for v in q if malformed(v)
+    )
+    assert kinds["null"] and kinds["long"] and kinds["empty"] and kinds["other"]
+
+
+def test_label_sets_within_conf(small_world):
+    from qp_core.schema import entity_types, taxonomy_labels
+
+    types, labels = Counter(), Counter()
+    for r in _annotations(small_world) + _golden(small_world):
+        lab = json.loads(r["label"])
+        types.update(e["type"] for e in lab["entities"])
+        labels.update(lab["category"])
+    assert set(types) <= set(entity_types()) and set(labels) <= set(taxonomy_labels())
+    assert len(types) == len(entity_types())  # every entity type occurs
+    assert len(labels) >= 14
+    notes = pq.read_table(small_world / "raw/notes").to_pandas()
+    assert set(notes["category"]) <= set(taxonomy_labels())
+
+
+def test_slang_appears_only_from_its_first_day(small_world):
+    log = _log(small_world).dropna(subset=["query"])
+    late = [w.text for w in lexicon().slang() if w.first_day == 1 and w.text not in AMBIGUOUS]
+    day0 = log[log["dt"] == "2026-11-01"]["query"].map(compact)
+    day1 = log[log["dt"] == "2026-11-02"]["query"].map(compact)
+    assert not any(any(s in q for s in late) for q in day0)
+    assert sum(any(s in q for s in late) for q in day1) >= 5
+    ann0 = [compact(r["query"]) for r in _annotations(small_world) if str(r["dt"]) == "2026-11-01"]
+    assert not any(any(s in q for s in late) for q in ann0)
+
+
+def test_zipf_head_repeats_and_tail_is_new(small_world):
+    log = _log(small_world).dropna(subset=["query"])
+    log = log.assign(q=log["query"].map(compact))
+    d0 = log[log["dt"] == "2026-11-01"]["q"].value_counts()
+    d1 = log[log["dt"] == "2026-11-02"]["q"].value_counts()
+    top = list(d0.index[:30])
+    assert sum(q in d1.index for q in top) >= 27  # the head comes back every day
+    assert d0.iloc[0] >= 10 * d0.median()  # heavy head
+    new = [q for q in d1.index if q not in d0.index]
+    assert len(new) >= 0.5 * len(d1)  # the tail is mostly new
+
+
+def test_sessions_refine_queries(small_world):
+    ann = _annotations(small_world)
+    with_history = [r for r in ann if r["history"]]
+    assert len(with_history) >= 0.15 * len(ann)
+    log = _log(small_world)
+    sizes = log.groupby("session_id").size()
+    assert (sizes >= 2).mean() >= 0.2
+
+
+def test_context_decides_ambiguous_queries(small_world):
+    rows = _annotations(small_world) + _golden(small_world)
+    tops = defaultdict(set)
+    by_word = defaultdict(Counter)
+    for r in rows:
+        lab = json.loads(r["label"])
+        words = [w for w in AMBIGUOUS if w in r["query"]]
+        if words and len(lab["category"]) >= 2:
+            tops[r["query"]].add(lab["category"][0])
+            by_word[words[0]][lab["category"][0]] += 1
+    assert any(len(v) >= 2 for v in tops.values()), "no ambiguous query labelled differently in two contexts"
+    # the non-default sense is frequent: a model that ignores context cannot get these right
+    non_default = sum(c for w, cnt in by_word.items() for lab, c in cnt.items() if lab != AMBIGUOUS[w][0].label)
+    assert non_default >= 10
+
+
+def test_cli_generate(tmp_path):
+    from typer.testing import CliRunner
+
+    from qp_core.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        ["world", "generate", "--out", str(tmp_path), "--seed", "3", "--days", "1", "--rows-per-day", "300",
+         "--annotations", "20", "--golden", "20", "--notes", "60"],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "raw/query_log/dt=2026-11-01/part-00000.parquet").exists()
+    assert len(pq.read_table(tmp_path / "raw/golden")) == 20
