@@ -194,7 +194,7 @@ def start(
             "--logfile", str(logfile),
             "--dir", str(data_dir),
             "--appendonly", "no",
-            "--save", "3600 1" if persist else "",
+            *(["--save", "3600", "1"] if persist else ["--save", ""]),
             "--dbfilename", "dump.rdb",
         ] + list(extra_args or [])
         proc = subprocess.run(args, capture_output=True, text=True, timeout=START_TIMEOUT_S)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(help="Read and operate the Redis KV store.", no_args_is_help=True)
-console = Console()
+# piped output (CI logs, `| less`) gets a wide fixed width instead of Rich's 80-column default
+console = Console(width=None if sys.stdout.isatty() else 160)
 URL_HELP = "Redis URL (default: QP_REDIS_URL, conf/kv.yaml, then $QP_HOME/run/redis.url)."
 
 
@@ -57,7 +59,8 @@ def info(
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     console.print(f"active: [bold]{data['active']}[/bold]   history: {data['history']}")
-    table = Table("namespace", "status", "model", "rules", "prompt", "keys", "coverage", "last_dt", "created", "ttl")
+    table = Table("namespace", "status", "model", "rules", "prompt", "keys", "coverage", "last_dt", "created", "ttl",
+                  box=None)
     for ns, meta in data["namespaces"].items():
         table.add_row(
             ("* " if meta["active"] else "") + ns, meta.get("status", ""), meta.get("model_version", ""),
