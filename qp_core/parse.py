@@ -284,18 +284,22 @@ def _parse(text: Any, query: Any, max_chars: int) -> ParseResult:
         return ParseResult(None, error, repairs, "json")
     if _strip_whitespace(data):
         repairs.append("strip_whitespace")
-    bad = _bad_string(data)
-    if bad:
-        return ParseResult(None, bad, repairs, "schema")
     errors = validation_errors(data, query)
     if errors:
         return ParseResult(None, _short("; ".join(errors)), repairs, "schema")
     try:  # strict types: the lax schema check would coerce "3", 3.0 or true into a weight
         model = QPResult.model_validate(data, strict=True)
     except ValidationError as exc:
-        msgs = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {type(e['input']).__name__})" for e in exc.errors()]
+        msgs = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {type(e['input']).__name__})"
+            for e in exc.errors()
+        ]
         return ParseResult(None, _short("wrong JSON type: " + "; ".join(msgs)), repairs, "schema")
-    return ParseResult(to_dict(model), None, repairs, "ok")
+    result = to_dict(model)
+    bad = _bad_string(result)  # after validation: the structure is known to be shallow
+    if bad:
+        return ParseResult(None, bad, repairs, "schema")
+    return ParseResult(result, None, repairs, "ok")
 
 
 def parse_output(text: Any, query: Any, *, max_chars: int = MAX_INPUT_CHARS) -> ParseResult:

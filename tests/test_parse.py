@@ -132,6 +132,7 @@ def test_trailing_comma_inside_a_string_is_kept():
         ("[" * 60_000, "json", "no JSON object"),
         ('{"entities":' * 5_000, "json", "invalid JSON"),
         ('{"a":[' * 10_000, "json", "recursion"),
+        ('{"entities":' + "[" * 900 + "]" * 900 + "}", "schema", "entities.0"),  # deep but decodable
         ("x" * (MAX_INPUT_CHARS + 1), "input", "too long"),
         ("{" * 10_000_000, "input", "too long"),
         (b"{" * 10_000_000, "input", "too long"),
@@ -142,6 +143,7 @@ def test_bad_input_gives_a_precise_error_and_never_raises(text, stage, fragment)
     assert res.result is None and not res.ok
     assert res.stage == stage
     assert fragment in res.error, res.error
+    assert "internal parser error" not in res.error
 
 
 def test_entity_dicts_inside_a_truncated_output_are_not_mistaken_for_the_object():
@@ -268,6 +270,7 @@ def test_fuzz_never_raises_and_every_result_validates():
         assert set(res.repairs) <= set(REPAIRS)
         if res.result is None:
             assert isinstance(res.error, str) and res.error
+            assert "internal parser error" not in res.error
         else:
             assert res.error is None
             _assert_valid(res, query)
