@@ -1,0 +1,173 @@
+"""Context step: rewrite history + candidate notes for the day's sample (``curated/query_context/dt=D``).
+
+The paper's prompt is I ⊕ R ⊕ q ⊕ C: C is the user's rewrite history (what people typed right before this
+query in the same session) and notes retrieved for the query. Both are computed in Spark over the whole
+day's generation set at once; BM25 is plain SQL over term postings (``sql/context_bm25.sql``) so it scales
+with the cluster and needs no search server.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import partial
+from typing import TYPE_CHECKING
+
+from qp_core import paths
+from qp_core.nearline.sample import QUERY_LOG, QUERY_SAMPLE, normalized_log
+from qp_core.nearline.settings import SamplingSettings
+from qp_core.nearline.text import render_note_batches, tokenize_batches
+from qp_core.spark import path_exists, run_sql
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+NOTES = "raw/notes"
+QUERY_CONTEXT = "curated/query_context"
+CONTEXT_COLUMNS = ("query_norm", "query_key", "history", "notes")
+
+
+@dataclass
+class ContextReport:
+    dt: str
+    queries: int = 0
+    log_rows: int = 0
+    log_days: int = 0
+    with_history: int = 0
+    with_notes: int = 0
+    notes_pool: int = 0
+
+
+def lookback_dates(dt: str, days: int) -> list[str]:
+    """The partition date and the ``days - 1`` before it, oldest first."""
+    end = date.fromisoformat(dt)
+    return [(end - timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+
+
+def read_log_window(spark: "SparkSession", dt: str, days: int) -> tuple["DataFrame | None", int]:
+    """Raw log rows of the lookback window (missing days are skipped: early dates have less history)."""
+    parts = [str(paths.partition(QUERY_LOG, d)) for d in lookback_dates(dt, days)]
+    parts = [p for p in parts if path_exists(p)]
+    if not parts:
+        return None, 0
+    df = spark.read.option("basePath", str(paths.dataset(QUERY_LOG))).parquet(*parts)
+    return df, len(parts)
+
+
+def history(spark: "SparkSession", log: "DataFrame", targets: "DataFrame", settings: SamplingSettings) -> "DataFrame":
+    """query_key -> history (list of normalised queries), for targets that have any."""
+    from pyspark.sql import functions as F
+
+    cols = [c for c in log.columns if c != "dt"]
+    norm = normalized_log(spark, log.select(*cols), settings.max_query_chars)
+    rows = norm.where(F.col("malformed").isNull()).select("session_id", "event_time", "query_norm", "query_key")
+    return run_sql(spark, "context_history", rows=rows, targets=targets.select("query_key"), k=settings.history_k)
+
+
+def candidate_notes(
+    spark: "SparkSession", notes: "DataFrame", targets: "DataFrame", settings: SamplingSettings
+) -> "DataFrame":
+    """query_key -> notes (rendered text of the top m notes by BM25, best first), for targets with any."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    terms_schema = StructType([StructField("note_id", StringType()), StructField("term", StringType()),
+                               StructField("tf", LongType()), StructField("dl", LongType())])
+    note_terms = notes.select("note_id", "title", "body", "tags").mapInArrow(
+        partial(tokenize_batches, id_col="note_id", text_cols=("title", "body", "tags")), terms_schema
+    ).cache()
+    q_schema = StructType([StructField("query_key", StringType()), StructField("term", StringType()),
+                           StructField("tf", LongType()), StructField("dl", LongType())])
+    query_terms = targets.select("query_key", "query_norm").mapInArrow(
+        partial(tokenize_batches, id_col="query_key", text_cols=("query_norm",)), q_schema
+    ).select("query_key", "term")
+    top = run_sql(
+        spark, "context_bm25", note_terms=note_terms, query_terms=query_terms,
+        k1=settings.bm25_k1, b=settings.bm25_b, max_df_ratio=settings.bm25_max_df_ratio,
+        df_cut_min_docs=settings.bm25_df_cut_min_docs, min_score=settings.bm25_min_score,
+        top_m=settings.notes_top_m,
+    ).cache()
+    # Render each chosen note once (not once per query that picked it).
+    chosen = notes.join(top.select("note_id").distinct(), "note_id").select("note_id", "title", "body", "tags")
+    rendered = chosen.mapInArrow(render_note_batches, "note_id string, note_text string")
+    return (
+        top.join(rendered, "note_id")
+        .groupBy("query_key")
+        .agg(F.array_sort(F.collect_list(F.struct("note_rank", "note_text"))).alias("ranked"))
+        .select("query_key", F.transform("ranked", lambda x: x["note_text"]).alias("notes"))
+    )
+
+
+def build_context(
+    spark: "SparkSession",
+    targets: "DataFrame",
+    log: "DataFrame | None",
+    notes: "DataFrame | None",
+    settings: SamplingSettings,
+) -> "DataFrame":
+    """targets (query_norm, query_key) -> (query_norm, query_key, history, notes); every target gets a row."""
+    from pyspark.sql import functions as F
+
+    out = targets.select("query_norm", "query_key")
+    if log is not None and settings.history_k > 0:
+        out = out.join(history(spark, log, targets, settings), "query_key", "left")
+    else:
+        out = out.withColumn("history", F.lit(None).cast("array<string>"))
+    if notes is not None and settings.notes_top_m > 0:
+        out = out.join(candidate_notes(spark, notes, targets, settings), "query_key", "left")
+    else:
+        out = out.withColumn("notes", F.lit(None).cast("array<string>"))
+    empty = F.array().cast("array<string>")
+    return out.select(
+        "query_norm", "query_key",
+        F.coalesce("history", empty).alias("history"), F.coalesce("notes", empty).alias("notes"),
+    )
+
+
+def read_notes(spark: "SparkSession", dt: str) -> "DataFrame | None":
+    """Notes that existed on ``dt`` (a backfilled date must not see notes written later)."""
+    from pyspark.sql import functions as F
+
+    src = paths.dataset(NOTES)
+    if not path_exists(src):
+        return None
+    notes = spark.read.parquet(str(src))
+    if "created_dt" in notes.columns:
+        notes = notes.where(F.col("created_dt").isNull() | (F.col("created_dt") <= F.lit(dt)))
+    return notes
+
+
+def run(spark: "SparkSession", dt: str, settings: SamplingSettings) -> ContextReport:
+    """Read the day's sample, the log window and the notes pool; write ``curated/query_context/dt=D``."""
+    from pyspark.sql import functions as F
+
+    src = paths.partition(QUERY_SAMPLE, dt)
+    if not path_exists(src):
+        raise FileNotFoundError(f"no query_sample partition {src}: run the sample job for {dt} first")
+    targets = spark.read.parquet(str(src)).select("query_norm", "query_key")
+    log, days = read_log_window(spark, dt, settings.history_lookback_days)
+    notes = read_notes(spark, dt)
+    context = build_context(spark, targets, log, notes, settings)
+
+    out = paths.partition(QUERY_CONTEXT, dt)
+    context.coalesce(1).write.mode("overwrite").parquet(str(out))
+    stats = spark.read.parquet(str(out)).agg(
+        F.count("*").alias("queries"),
+        F.sum((F.size("history") > 0).cast("long")).alias("with_history"),
+        F.sum((F.size("notes") > 0).cast("long")).alias("with_notes"),
+    ).first()
+    report = ContextReport(
+        dt=dt, queries=stats["queries"], with_history=stats["with_history"] or 0,
+        with_notes=stats["with_notes"] or 0, log_days=days,
+        log_rows=log.count() if log is not None else 0, notes_pool=notes.count() if notes is not None else 0,
+    )
+    spark.catalog.clearCache()
+    logger.info(
+        "context dt=%s: %d queries, %d with history (%d log days, %d rows), %d with notes (pool %d)",
+        dt, report.queries, report.with_history, report.log_days, report.log_rows, report.with_notes,
+        report.notes_pool,
+    )
+    return report

@@ -1,0 +1,190 @@
+"""Prompts step: sample ⋈ context -> chat messages, sorted and sharded (``curated/prompts/dt=D/shard=NNNNN``).
+
+Rows are sorted by (prefix_hash, messages_json) so prompts that share a prefix sit next to each other —
+vLLM's prefix cache then reuses the I ⊕ R block (and common query beginnings) across a shard. Shards are
+the unit the generation step reads, maps over workers and resumes; ``_manifest.json`` in the partition
+lists them with row counts so the generator (and the DAG's task mapping) needs no Spark to plan.
+
+Reading a shard without Spark: ``pyarrow.parquet.read_table(dir / "shard=00000").sort_by("pos")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+from qp_core import paths
+from qp_core.nearline.context import QUERY_CONTEXT
+from qp_core.nearline.sample import QUERY_SAMPLE
+from qp_core.nearline.settings import SamplingSettings
+from qp_core.spark import path_exists
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+PROMPTS = "curated/prompts"
+MANIFEST_NAME = "_manifest.json"
+PROMPT_COLUMNS = ("query_norm", "query_key", "messages_json", "prefix_hash", "rules_version", "prompt_version",
+                  "reason", "pos")
+MESSAGES_SCHEMA = ("query_key string, query_norm string, reason string, messages_json string, "
+                   "prefix_hash string, rules_version string, prompt_version string")
+
+
+@dataclass
+class PromptsReport:
+    dt: str
+    rules_mode: str
+    rows: int = 0
+    shards: list[dict] = field(default_factory=list)
+    prefix_hashes: list[str] = field(default_factory=list)
+    rules_version: str | None = None
+    prompt_version: str | None = None
+
+
+def system_hash(system: str) -> str:
+    """Hash of a system message, the same digest as ``qp_core.prompt.prefix_hash`` (sha256, 12 hex)."""
+    return hashlib.sha256(system.encode("utf-8")).hexdigest()[:12]
+
+
+def prefix_hash(messages: list[dict]) -> str:
+    """Hash of the system message: prompts with equal hashes share the cacheable I ⊕ R prefix."""
+    return system_hash(next((m["content"] for m in messages if m.get("role") == "system"), ""))
+
+
+def message_batches(batches: Iterable["pa.RecordBatch"], rules_mode: str) -> Iterator["pa.RecordBatch"]:
+    """``mapInArrow`` body: (query_key, query_norm, reason, history, notes) -> messages and versions."""
+    import pyarrow as pa
+
+    from qp_core.prompt import build_messages, prompt_metadata
+
+    meta = prompt_metadata(rules_mode)
+    version, prompt_version = meta["rules_version"], str(meta["prompt_version"])
+    for batch in batches:
+        d = batch.to_pydict()
+        msgs_json, hashes = [], []
+        for q, hist, notes in zip(d["query_norm"], d["history"], d["notes"]):
+            messages = build_messages(q, list(hist or ()), list(notes or ()), rules_mode=rules_mode)
+            msgs_json.append(json.dumps(messages, ensure_ascii=False, separators=(",", ":")))
+            hashes.append(prefix_hash(messages))
+        n = len(msgs_json)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(d["query_key"], pa.string()), pa.array(d["query_norm"], pa.string()),
+             pa.array(d["reason"], pa.string()), pa.array(msgs_json, pa.string()), pa.array(hashes, pa.string()),
+             pa.array([version] * n, pa.string()), pa.array([prompt_version] * n, pa.string())],
+            names=["query_key", "query_norm", "reason", "messages_json", "prefix_hash", "rules_version",
+                   "prompt_version"],
+        )
+
+
+def shard_plan(rows: int, shard_size: int, shards: int | None) -> tuple[int, int]:
+    """(number of shards, rows per shard): ``--shards N`` wins, else ``ceil(rows / shard_size)``."""
+    if rows <= 0:
+        return 0, max(shard_size, 1)
+    if shards:
+        n = max(1, min(shards, rows))
+        per = -(-rows // n)
+        return -(-rows // per), per
+    per = max(shard_size, 1)
+    return -(-rows // per), per
+
+
+def shard_name(i: int) -> str:
+    return f"{i:05d}"
+
+
+def build_prompts(
+    spark: "SparkSession", sample: "DataFrame", context: "DataFrame | None", rules_mode: str
+) -> "DataFrame":
+    """Sample ⋈ context -> one prompt row per query (not yet sorted or sharded)."""
+    from pyspark.sql import functions as F
+
+    base = sample.select("query_key", "query_norm", "reason")
+    if context is not None:
+        base = base.join(context.select("query_key", "history", "notes"), "query_key", "left")
+    else:
+        base = base.withColumn("history", F.lit(None).cast("array<string>")).withColumn(
+            "notes", F.lit(None).cast("array<string>"))
+    return base.mapInArrow(partial(message_batches, rules_mode=rules_mode), MESSAGES_SCHEMA)
+
+
+def assign_shards(prompts: "DataFrame", per_shard: int) -> "DataFrame":
+    """Global order (prefix_hash, messages_json, query_key) -> ``pos``; ``shard`` = zero-padded pos // per_shard."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    # The day's set is capped by the daily budget, so one ordered window over it is cheap.
+    order = Window.orderBy("prefix_hash", "messages_json", "query_key")
+    return (
+        prompts.withColumn("pos", (F.row_number().over(order) - 1).cast("int"))
+        .withColumn("shard", F.lpad(F.floor(F.col("pos") / per_shard).cast("string"), 5, "0"))
+    )
+
+
+def write_manifest(out_dir, report: PromptsReport) -> None:
+    tmp = os.path.join(out_dir, MANIFEST_NAME + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(asdict(report), fh, ensure_ascii=False, indent=1)
+    os.replace(tmp, os.path.join(out_dir, MANIFEST_NAME))
+
+
+def read_manifest(dt: str) -> dict:
+    """The ``_manifest.json`` of a prompts partition (what the generation step plans from)."""
+    with open(paths.partition(PROMPTS, dt) / MANIFEST_NAME, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: str | None = None,
+        shards: int | None = None) -> PromptsReport:
+    """Write ``curated/prompts/dt=D/shard=NNNNN`` plus ``_manifest.json``; the partition is replaced whole."""
+    from pyspark.sql import functions as F
+
+    rules_mode = rules_mode or settings.rules_mode
+    src = paths.partition(QUERY_SAMPLE, dt)
+    if not path_exists(src):
+        raise FileNotFoundError(f"no query_sample partition {src}: run the sample job for {dt} first")
+    sample = spark.read.parquet(str(src))
+    ctx_path = paths.partition(QUERY_CONTEXT, dt)
+    context = spark.read.parquet(str(ctx_path)) if path_exists(ctx_path) else None
+    if context is None:
+        logger.warning("prompts dt=%s: no query_context partition; prompts carry no history or notes", dt)
+
+    prompts = build_prompts(spark, sample, context, rules_mode).cache()
+    try:
+        rows = prompts.count()
+        n_shards, per_shard = shard_plan(rows, settings.shard_size, shards)
+        out = paths.partition(PROMPTS, dt)
+        sharded = assign_shards(prompts, per_shard).select(*PROMPT_COLUMNS, "shard")
+        (
+            sharded.repartition(max(n_shards, 1), "shard")
+            .sortWithinPartitions("shard", "pos")
+            .write.mode("overwrite")
+            .option("partitionOverwriteMode", "static")  # stale shards of an earlier, larger run must go
+            .partitionBy("shard")
+            .parquet(str(out))
+        )
+        report = PromptsReport(dt=dt, rules_mode=rules_mode, rows=rows)
+        if rows:
+            written = spark.read.parquet(str(out))
+            counts = written.groupBy("shard").agg(F.count("*").alias("rows")).orderBy("shard").collect()
+            report.shards = [{"shard": r["shard"], "path": f"shard={r['shard']}", "rows": r["rows"]} for r in counts]
+            meta = written.select("prefix_hash", "rules_version", "prompt_version").distinct().collect()
+            report.prefix_hashes = sorted({r["prefix_hash"] for r in meta})
+            report.rules_version = meta[0]["rules_version"]
+            report.prompt_version = meta[0]["prompt_version"]
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+        write_manifest(str(out), report)
+    finally:
+        prompts.unpersist()
+    logger.info("prompts dt=%s mode=%s: %d rows in %d shards (prefix hashes %s)", dt, rules_mode, rows,
+                len(report.shards), report.prefix_hashes)
+    return report

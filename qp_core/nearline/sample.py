@@ -1,0 +1,155 @@
+"""Sample step: the day's query log -> quarantine + the generation set (``curated/query_sample/dt=D``).
+
+Why the selection looks at a lake manifest and not at Redis: the KV publish step writes
+``curated/kv_manifest/ns=<namespace>/`` (query_key, query_norm, last_dt) next to what it publishes, so
+this job stays a pure lake job (re-runnable, testable, no network) and still knows what the namespace holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+from qp_core import paths
+from qp_core.nearline.settings import SamplingSettings
+from qp_core.nearline.text import normalize_batches
+from qp_core.spark import path_exists, run_sql
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+QUERY_LOG = "raw/query_log"
+QUARANTINE = "curated/quarantine"
+QUERY_SAMPLE = "curated/query_sample"
+KV_MANIFEST = "curated/kv_manifest"
+SAMPLE_COLUMNS = ("query_norm", "query_key", "freq", "uv", "reason", "rank")
+MANIFEST_SCHEMA = "query_key string, query_norm string, last_dt string"
+
+
+@dataclass
+class SampleReport:
+    dt: str
+    namespace: str
+    rows: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    distinct_queries: int = 0
+    selected: dict[str, int] = field(default_factory=dict)
+    mode: str = "incremental"
+
+    @property
+    def selected_total(self) -> int:
+        return sum(self.selected.values())
+
+
+def manifest_path(namespace: str):
+    return paths.dataset(KV_MANIFEST) / f"ns={namespace}"
+
+
+def normalized_log(spark: "SparkSession", df: "DataFrame", max_chars: int) -> "DataFrame":
+    """Raw log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable), via mapInArrow."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType(
+        [*df.schema.fields,
+         StructField("query_norm", StringType()), StructField("query_key", StringType()),
+         StructField("malformed", StringType())]
+    )
+    return df.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
+
+
+def read_manifest(spark: "SparkSession", namespace: str | None) -> "DataFrame | None":
+    """What the namespace holds, or None when it has no manifest (never published)."""
+    if not namespace:
+        return None
+    path = manifest_path(namespace)
+    if not path_exists(path):
+        return None
+    return spark.read.parquet(str(path)).select("query_key", "query_norm", "last_dt")
+
+
+def select_mode(has_manifest: bool, previous_namespace: str | None, namespace: str) -> str:
+    """``incremental`` (compare with the manifest), ``version_change`` or ``cold_start`` (all ``missing``)."""
+    if has_manifest:
+        return "incremental"
+    if previous_namespace and previous_namespace != namespace:
+        return "version_change"
+    return "cold_start"
+
+
+def build_sample(
+    spark: "SparkSession",
+    log: "DataFrame",
+    dt: str,
+    namespace: str,
+    settings: SamplingSettings,
+    previous_namespace: str | None = None,
+) -> dict:
+    """One day's raw log DataFrame -> {"normalized", "quarantine", "queries", "sample", "mode"}.
+
+    Nothing is written; ``normalized`` is cached (the Python pass over the rows runs once) and the caller
+    unpersists it.
+    """
+    from pyspark.sql import functions as F
+
+    norm = normalized_log(spark, log, settings.max_query_chars).cache()
+    raw_cols = [c for c in log.columns]
+    quarantine = norm.where(F.col("malformed").isNotNull()).select(*raw_cols, F.col("malformed").alias("reason"))
+    good = norm.where(F.col("malformed").isNull())
+    queries = run_sql(spark, "sample_aggregate", rows=good)
+
+    manifest = read_manifest(spark, namespace)
+    mode = select_mode(manifest is not None, previous_namespace, namespace)
+    if manifest is None:
+        manifest = spark.createDataFrame([], MANIFEST_SCHEMA)
+    sample = run_sql(
+        spark, "sample_select", queries=queries, manifest=manifest,
+        version_change=(mode == "version_change"), dt=dt, refresh_days=settings.refresh_days,
+        budget=settings.daily_budget,
+    )
+    return {"normalized": norm, "quarantine": quarantine, "queries": queries,
+            "sample": sample.select(*SAMPLE_COLUMNS), "mode": mode}
+
+
+def run(
+    spark: "SparkSession",
+    dt: str,
+    namespace: str,
+    settings: SamplingSettings,
+    previous_namespace: str | None = None,
+) -> SampleReport:
+    """Read ``raw/query_log/dt=D``, write ``curated/quarantine/dt=D`` and ``curated/query_sample/dt=D``."""
+    from pyspark.sql import functions as F
+
+    src = paths.partition(QUERY_LOG, dt)
+    if not path_exists(src):
+        raise FileNotFoundError(f"no query-log partition {src}")
+    log = spark.read.parquet(str(src))
+    if "dt" in log.columns:
+        log = log.drop("dt")
+    built = build_sample(spark, log, dt, namespace, settings, previous_namespace)
+    report = SampleReport(dt=dt, namespace=namespace, mode=built["mode"])
+    try:
+        report.rows = built["normalized"].count()
+        # Quarantine: malformed rows are set aside with their reason, counted, never fatal, never silent.
+        q_path = paths.partition(QUARANTINE, dt)
+        built["quarantine"].coalesce(1).write.mode("overwrite").parquet(str(q_path))
+        counts = spark.read.parquet(str(q_path)).groupBy("reason").agg(F.count("*").alias("n")).collect()
+        report.quarantined = {r["reason"]: r["n"] for r in counts}
+        report.distinct_queries = built["queries"].count()
+
+        s_path = paths.partition(QUERY_SAMPLE, dt)
+        built["sample"].orderBy("rank").coalesce(1).write.mode("overwrite").parquet(str(s_path))
+        counts = spark.read.parquet(str(s_path)).groupBy("reason").agg(F.count("*").alias("n")).collect()
+        report.selected = {r["reason"]: r["n"] for r in counts}
+    finally:
+        built["normalized"].unpersist()
+    logger.info(
+        "sample dt=%s ns=%s mode=%s: %d rows, quarantined %d %s, %d distinct queries, selected %d %s",
+        dt, namespace, report.mode, report.rows, sum(report.quarantined.values()), report.quarantined,
+        report.distinct_queries, report.selected_total, report.selected,
+    )
+    return report

@@ -1,0 +1,137 @@
+"""Per-row text logic of the nearline jobs, and its Arrow-batch wrappers for ``mapInArrow``.
+
+Everything here is plain Python so it can be unit-tested without Spark and so that Spark uses exactly the
+shared functions (``qp_core.normalize``) instead of an SQL re-implementation that would drift from what the
+KV reader hashes.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from qp_core.normalize import normalize_query, query_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+#: Quarantine reasons, in the order they are checked.
+MALFORMED_REASONS = ("null", "empty", "too_long", "symbols_only")
+
+
+def malformed_reason(raw: str | None, norm: str, max_chars: int) -> str | None:
+    """Why a logged query cannot be processed, or None when it is fine.
+
+    ``norm`` is ``normalize_query(raw)``. Control characters are removed by normalisation, so a query
+    with them is malformed only if nothing usable is left.
+    """
+    if raw is None:
+        return "null"
+    if not norm:
+        return "empty"
+    if len(norm) > max_chars:
+        return "too_long"
+    if not any(unicodedata.category(ch)[0] in "LN" for ch in norm):
+        return "symbols_only"  # emoji / punctuation / symbols only
+    return None
+
+
+def normalize_batches(batches: Iterable["pa.RecordBatch"], max_chars: int) -> Iterator["pa.RecordBatch"]:
+    """``mapInArrow`` body: append ``query_norm``, ``query_key``, ``malformed`` to raw query-log batches."""
+    import pyarrow as pa
+
+    for batch in batches:
+        raw = batch.column(batch.schema.get_field_index("query")).to_pylist()
+        norms = [normalize_query(q) for q in raw]
+        keys = [query_key(q) if n else None for q, n in zip(raw, norms)]
+        reasons = [malformed_reason(q, n, max_chars) for q, n in zip(raw, norms)]
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, pa.array(norms, pa.string()), pa.array(keys, pa.string()), pa.array(reasons, pa.string())],
+            names=[*batch.schema.names, "query_norm", "query_key", "malformed"],
+        )
+
+
+# --- retrieval tokens -----------------------------------------------------------------------------------
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
+
+
+def tokenize(text: str | None) -> list[str]:
+    """Retrieval terms: CJK runs give character unigrams and bigrams, other scripts give whole words.
+
+    Chinese has no spaces, so words are approximated by characters plus adjacent pairs (the usual
+    bigram index); Latin brand names and product codes ("retro", "1c1") stay whole words.
+    """
+    norm = normalize_query(text)
+    out: list[str] = []
+    for match in _TOKEN.finditer(norm):
+        run = match.group(0)
+        if _is_cjk(run[0]):
+            out.extend(run)
+            out.extend(run[i : i + 2] for i in range(len(run) - 1))
+        else:
+            out.append(run)
+    return out
+
+
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
+
+
+def _is_cjk(ch: str) -> bool:
+    return _CJK_CHAR.match(ch) is not None
+
+
+def tokenize_batches(
+    batches: Iterable["pa.RecordBatch"], id_col: str, text_cols: tuple[str, ...]
+) -> Iterator["pa.RecordBatch"]:
+    """``mapInArrow`` body: (id, text columns...) -> (id, term, tf, dl), one row per distinct term.
+
+    A list column (tags) is joined with spaces. ``dl`` is the document's token count (BM25 length norm).
+    """
+    import pyarrow as pa
+
+    for batch in batches:
+        ids = batch.column(batch.schema.get_field_index(id_col)).to_pylist()
+        cols = [batch.column(batch.schema.get_field_index(c)).to_pylist() for c in text_cols]
+        out_id: list[str] = []
+        out_term: list[str] = []
+        out_tf: list[int] = []
+        out_dl: list[int] = []
+        for i, doc_id in enumerate(ids):
+            parts = []
+            for col in cols:
+                value = col[i]
+                if isinstance(value, list):
+                    value = " ".join(str(v) for v in value if v)
+                if value:
+                    parts.append(str(value))
+            tokens = tokenize(" ".join(parts))
+            counts: dict[str, int] = {}
+            for tok in tokens:
+                counts[tok] = counts.get(tok, 0) + 1
+            for term, tf in counts.items():
+                out_id.append(doc_id)
+                out_term.append(term)
+                out_tf.append(tf)
+                out_dl.append(len(tokens))
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(out_id, pa.string()), pa.array(out_term, pa.string()),
+             pa.array(out_tf, pa.int64()), pa.array(out_dl, pa.int64())],
+            names=[id_col, "term", "tf", "dl"],
+        )
+
+
+def render_note_batches(batches: Iterable["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    """``mapInArrow`` body: (note_id, title, body, tags) -> (note_id, note_text) via ``prompt.render_note``."""
+    import pyarrow as pa
+
+    from qp_core.prompt import render_note
+
+    for batch in batches:
+        d = batch.to_pydict()
+        texts = [render_note(t or "", b or "", list(g or [])) for t, b, g in zip(d["title"], d["body"], d["tags"])]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(d["note_id"], pa.string()), pa.array(texts, pa.string())], names=["note_id", "note_text"]
+        )

@@ -1,0 +1,28 @@
+-- Choose the day's generation set and say why each query is in it.
+--   {queries}:  query_key, query_norm, freq, uv of the day
+--   {manifest}: query_key, last_dt of what the target KV namespace already holds (may be empty)
+--   :version_change  TRUE when the target namespace is new while another one is live: everything is regenerated
+--   :dt, :refresh_days  a result at least refresh_days old is stale
+--   :budget  at most this many rows, highest frequency first (then UV, then key, so ties are deterministic)
+WITH held AS (
+  SELECT query_key, max(last_dt) AS last_dt FROM {manifest} GROUP BY query_key
+),
+candidates AS (
+  SELECT
+    q.query_norm, q.query_key, q.freq, q.uv,
+    CASE
+      WHEN :version_change THEN 'version_change'
+      WHEN h.query_key IS NULL THEN 'missing'
+      WHEN datediff(to_date(:dt), to_date(h.last_dt)) >= :refresh_days THEN 'stale'
+    END AS reason
+  FROM {queries} q
+  LEFT JOIN held h ON q.query_key = h.query_key
+),
+ranked AS (
+  SELECT *, row_number() OVER (ORDER BY freq DESC, uv DESC, query_key) AS rank
+  FROM candidates
+  WHERE reason IS NOT NULL
+)
+SELECT query_norm, query_key, freq, uv, reason, CAST(rank AS INT) AS rank
+FROM ranked
+WHERE rank <= :budget

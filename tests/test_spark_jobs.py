@@ -1,0 +1,288 @@
+"""The nearline Spark jobs (sample -> context -> prompts) on hand-made lake data, through their main()."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from qp_core import paths
+from qp_core.nearline.text import malformed_reason, tokenize
+from qp_core.normalize import normalize_query, query_key
+
+pytestmark = pytest.mark.spark
+
+DT = "2026-11-10"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def write_log(dt: str, rows: list[tuple]) -> None:
+    """rows: (user_id, session_id, minute offset, query) -> raw/query_log/dt=<dt>/part-0.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = datetime.fromisoformat(dt).replace(tzinfo=timezone.utc)
+    table = pa.table({
+        "user_id": [r[0] for r in rows],
+        "session_id": [r[1] for r in rows],
+        "event_time": pa.array([base + timedelta(minutes=r[2]) for r in rows], pa.timestamp("us", tz="UTC")),
+        "query": pa.array([r[3] for r in rows], pa.string()),
+        "platform": ["app"] * len(rows),
+    })
+    out = paths.partition("raw/query_log", dt)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "part-0.parquet")
+
+
+def write_manifest(ns: str, rows: list[tuple[str, str]]) -> None:
+    """rows: (query, last_dt) -> curated/kv_manifest/ns=<ns>/ as the KV publish step would write it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = paths.dataset("curated/kv_manifest") / f"ns={ns}"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "query_key": [query_key(q) for q, _ in rows],
+        "query_norm": [normalize_query(q) for q, _ in rows],
+        "last_dt": [d for _, d in rows],
+    }), out / "part-0.parquet")
+
+
+def write_notes(rows: list[tuple[str, str, str, list[str]]], created_dt: str = "2026-01-01") -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = paths.dataset("raw/notes")
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "note_id": [r[0] for r in rows], "title": [r[1] for r in rows], "body": [r[2] for r in rows],
+        "tags": pa.array([r[3] for r in rows], pa.list_(pa.string())),
+        "category": ["x"] * len(rows), "created_dt": [created_dt] * len(rows),
+    }), out / "part-0.parquet")
+
+
+def read(dataset: str, dt: str = DT) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(paths.partition(dataset, dt)).to_pylist()
+
+
+def by_query(rows: list[dict]) -> dict[str, dict]:
+    return {r["query_norm"]: r for r in rows}
+
+
+# Three users; "dior 口红" arrives in three spellings that normalise alike; 7 malformed rows.
+DAY_ROWS = [
+    ("u1", "s1", 0, "Dior 口红"), ("u1", "s1", 1, "ＤＩＯＲ  口红"), ("u2", "s2", 0, " dior 口红 "),
+    ("u2", "s2", 1, "粉底液"), ("u3", "s3", 0, "粉底液"),
+    ("u3", "s3", 2, "露营\x00帐篷"),  # control character -> a space: fine, not malformed
+    ("u1", "s4", 0, None), ("u1", "s4", 1, ""), ("u2", "s5", 0, " \t "), ("u2", "s5", 1, "😀😀😀"),
+    ("u3", "s6", 0, "！？…"), ("u3", "s6", 1, "长" * 500), ("u3", "s6", 2, "\x01\x02"),
+]
+
+
+# ------------------------------------------------------------------------------------------ pure helpers
+def test_malformed_reason_rules():
+    assert malformed_reason(None, "", 64) == "null"
+    assert malformed_reason("  ", "", 64) == "empty"
+    assert malformed_reason("x" * 65, "x" * 65, 64) == "too_long"
+    assert malformed_reason("😀!", "😀!", 64) == "symbols_only"
+    assert malformed_reason("露营 帐篷", "露营 帐篷", 64) is None
+    assert malformed_reason("1c1", "1c1", 64) is None
+
+
+def test_tokenize_cjk_bigrams_and_latin_words():
+    assert tokenize("雅诗兰黛 1C1") == ["雅", "诗", "兰", "黛", "雅诗", "诗兰", "兰黛", "1c1"]
+    assert tokenize("Retro-X 帐篷!") == ["retro", "x", "帐", "篷", "帐篷"]
+    assert tokenize(None) == []
+
+
+# ------------------------------------------------------------------------------------------------ sample
+def test_sample_quarantine_dedupe_freq_uv(spark, lake):
+    from jobs import sample
+
+    write_log(DT, DAY_ROWS)
+    report = sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+
+    assert report.rows == len(DAY_ROWS)
+    assert report.quarantined == {"null": 1, "empty": 3, "symbols_only": 2, "too_long": 1}
+    quarantine = read("curated/quarantine")
+    assert len(quarantine) == 7
+    assert {"user_id", "session_id", "event_time", "query", "platform", "reason"} <= set(quarantine[0])
+    assert sorted(r["query"] for r in quarantine if r["reason"] == "too_long") == ["长" * 500]
+
+    rows = by_query(read("curated/query_sample"))
+    assert set(rows) == {"dior 口红", "粉底液", "露营 帐篷"}
+    assert (rows["dior 口红"]["freq"], rows["dior 口红"]["uv"]) == (3, 2)
+    assert (rows["粉底液"]["freq"], rows["粉底液"]["uv"]) == (2, 2)
+    assert (rows["露营 帐篷"]["freq"], rows["露营 帐篷"]["uv"]) == (1, 1)
+    assert rows["dior 口红"]["query_key"] == query_key("DIOR 口红")  # what the KV reader will hash
+    assert {r["reason"] for r in rows.values()} == {"missing"}  # cold start: nothing published yet
+    assert report.mode == "cold_start" and report.distinct_queries == 3
+
+
+def test_sample_budget_keeps_highest_frequency(spark, lake):
+    from jobs import sample
+
+    rows = [(f"u{i}", f"s{i}", i, "a1") for i in range(5)]
+    rows += [(f"u{i}", f"t{i}", i, "b2") for i in range(3)]
+    rows += [("u0", "x", 0, "c3"), ("u1", "x", 1, "c3"), ("u1", "y", 2, "d4"), ("u1", "y", 3, "d4")]
+    rows += [("u9", "z", 0, "e5")]
+    write_log(DT, rows)
+    report = sample.main(["--dt", DT, "--namespace", "ns1", "--budget", "3"], spark=spark)
+
+    out = sorted(read("curated/query_sample"), key=lambda r: r["rank"])
+    # a1 (5), b2 (3), then c3 and d4 tie on freq 2: c3 wins on UV (2 users vs 1).
+    assert [(r["query_norm"], r["rank"]) for r in out] == [("a1", 1), ("b2", 2), ("c3", 3)]
+    assert report.selected_total == 3 and report.distinct_queries == 5
+
+
+def test_sample_reasons_against_manifests(spark, lake):
+    from jobs import sample
+
+    write_log(DT, [("u1", "s1", 0, "fresh"), ("u1", "s1", 1, "stale"), ("u1", "s1", 2, "edge"),
+                   ("u1", "s1", 3, "new")])
+    # refresh_days = 14 (conf/sampling.yaml): 13 days old is fresh, exactly 14 is stale.
+    write_manifest("ns1", [("fresh", "2026-11-09"), ("stale", "2026-10-01"), ("edge", "2026-10-27"),
+                           ("stale", "2026-09-01")])
+
+    sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+    got = {r["query_norm"]: r["reason"] for r in read("curated/query_sample")}
+    assert got == {"stale": "stale", "edge": "stale", "new": "missing"}
+
+    # A new namespace (new model or rules) while ns1 is live: everything is regenerated.
+    report = sample.main(["--dt", DT, "--namespace", "ns2", "--previous-namespace", "ns1"], spark=spark)
+    got = {r["query_norm"]: r["reason"] for r in read("curated/query_sample")}
+    assert got == dict.fromkeys(["fresh", "stale", "edge", "new"], "version_change")
+    assert report.mode == "version_change"
+
+    # No manifest and nothing live: a cold start, everything is missing.
+    sample.main(["--dt", DT, "--namespace", "ns3"], spark=spark)
+    assert {r["reason"] for r in read("curated/query_sample")} == {"missing"}
+
+
+def test_sample_rerun_is_idempotent(spark, lake):
+    from jobs import sample
+
+    write_log(DT, DAY_ROWS)
+    outputs = []
+    for _ in range(2):
+        sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+        files = sorted(p.name for p in paths.partition("curated/query_sample", DT).glob("*.parquet"))
+        outputs.append((sorted(map(str, read("curated/query_sample"))),
+                        sorted(map(str, read("curated/quarantine"))), len(files)))
+    assert outputs[0] == outputs[1]
+
+
+# ----------------------------------------------------------------------------------------------- context
+def test_context_history_order_and_window(spark, lake):
+    from jobs import context, sample
+
+    prev_day = "2026-11-09"
+    # Rows deliberately not in time order: precedence must come from event_time.
+    write_log(DT, [
+        ("u1", "s1", 5, "粉底液 色号"), ("u1", "s1", 1, "粉底液"),        # 粉底液 -> 粉底液 色号
+        ("u2", "s2", 9, "粉底液 色号"), ("u2", "s2", 3, "雅诗兰黛"),      # 雅诗兰黛 -> 粉底液 色号
+        ("u3", "s3", 2, "粉底液"), ("u3", "s3", 7, "粉底液 色号"),        # 粉底液 -> 粉底液 色号
+        ("u4", "s4", 1, "粉底液 色号"), ("u4", "s4", 2, "粉底液 色号"),   # a repeat is no rewrite
+        ("u5", "s5", 1, "口红"),
+    ])
+    write_log(prev_day, [("u6", "s6", 0, "底妆"), ("u6", "s6", 1, "粉底液 色号"),
+                         ("u7", "s7", 0, "底妆"), ("u7", "s7", 1, "粉底液 色号"),
+                         ("u8", "s8", 0, "底妆"), ("u8", "s8", 1, "粉底液 色号")])
+    write_log("2026-10-01", [("u9", "s9", 0, "太老了"), ("u9", "s9", 1, "粉底液 色号")])  # outside the window
+    sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+    report = context.main(["--dt", DT], spark=spark)
+
+    ctx = by_query(read("curated/query_context"))
+    assert set(ctx) == {"粉底液 色号", "粉底液", "雅诗兰黛", "口红"}  # every sampled query gets a row
+    # Most frequent predecessor last (oldest -> newest, as the prompt expects): 底妆 3, 粉底液 2, 雅诗兰黛 1.
+    assert ctx["粉底液 色号"]["history"] == ["雅诗兰黛", "粉底液", "底妆"]
+    assert ctx["口红"]["history"] == []
+    assert report.log_days == 2 and report.queries == 4 and report.with_history == 1
+
+
+def test_context_bm25_picks_the_relevant_note(spark, lake):
+    from jobs import context, sample
+    from qp_core.prompt import render_note
+
+    write_log(DT, [("u1", "s1", 0, "雅诗兰黛 粉底液 色号"), ("u2", "s2", 0, "露营帐篷推荐"), ("u3", "s3", 0, "zzz")])
+    notes = [
+        ("n1", "雅诗兰黛DW粉底液试色", "黄一白适合1c1色号，持妆一整天", ["粉底液", "雅诗兰黛"]),
+        ("n2", "周末去露营", "这顶帐篷三分钟搭好，露营新手推荐", ["露营"]),
+        ("n3", "猫粮测评", "主子爱吃的几款猫粮", ["宠物"]),
+        ("n4", "口红色号合集", "秋冬口红推荐", ["口红"]),
+    ]
+    write_notes(notes)
+    sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+    report = context.main(["--dt", DT], spark=spark)
+
+    ctx = by_query(read("curated/query_context"))
+    assert ctx["雅诗兰黛 粉底液 色号"]["notes"][0] == render_note(*notes[0][1:])
+    assert ctx["露营帐篷推荐"]["notes"][0] == render_note(*notes[1][1:])
+    assert len(ctx["雅诗兰黛 粉底液 色号"]["notes"]) <= 3
+    assert ctx["zzz"]["notes"] == []  # no shared term -> no note rather than a random one
+    assert report.with_notes == 2 and report.notes_pool == 4
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+def test_prompts_sharded_sorted_with_manifest_and_idempotent(spark, lake):
+    import pyarrow.parquet as pq
+
+    from jobs import context, prompts, sample
+    from qp_core.prompt import prefix_hash
+    from qp_core.rules import rules_version
+
+    queries = [f"查询{i:02d}" for i in range(11)]
+    write_log(DT, [(f"u{i}", f"s{i}", i, q) for i, q in enumerate(queries)])
+    write_notes([("n1", "查询技巧", "如何查询", ["查询"])])
+    sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+    context.main(["--dt", DT], spark=spark)
+
+    out = paths.partition("curated/prompts", DT)
+    prompts.main(["--dt", DT, "--rules-mode", "compact", "--shards", "4"], spark=spark)
+    first = pq.read_table(out).to_pylist()
+    prompts.main(["--dt", DT, "--rules-mode", "compact", "--shards", "4"], spark=spark)
+    assert sorted(map(str, pq.read_table(out).to_pylist())) == sorted(map(str, first))
+
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert [s["shard"] for s in manifest["shards"]] == ["00000", "00001", "00002", "00003"]
+    assert [s["rows"] for s in manifest["shards"]] == [3, 3, 3, 2] and manifest["rows"] == 11
+    assert manifest["prefix_hashes"] == [prefix_hash("compact")]
+    assert manifest["rules_version"] == rules_version()
+
+    positions = []
+    for shard in manifest["shards"]:
+        rows = pq.read_table(out / shard["path"]).to_pylist()
+        assert len(rows) == shard["rows"]
+        positions += [r["pos"] for r in rows]  # stored in order within a shard
+        for r in rows:
+            messages = json.loads(r["messages_json"])
+            assert [m["role"] for m in messages] == ["system", "user"]
+            assert r["query_norm"] in messages[1]["content"] and r["reason"] == "missing"
+    assert positions == list(range(11))
+    all_rows = sorted(first, key=lambda r: r["pos"])
+    assert [r["messages_json"] for r in all_rows] == sorted(r["messages_json"] for r in all_rows)
+
+    # Fewer shards on a rerun: the old shards disappear (the partition is replaced whole).
+    report = prompts.main(["--dt", DT, "--rules-mode", "full"], spark=spark)  # shard_size 256 -> 1 shard
+    assert sorted(p.name for p in out.glob("shard=*")) == ["shard=00000"]
+    assert len(report.shards) == 1 and report.prefix_hashes == [prefix_hash("full")]
+
+
+# ------------------------------------------------------------------------------------------ spark-submit
+@pytest.mark.slow
+def test_sample_runs_under_spark_submit(lake, monkeypatch):
+    """The command the DAG and `qp backfill` run: a real spark-submit of jobs/sample.py."""
+    from qp_core.spark import load_spark_settings, submit_command, submit_env
+
+    write_log(DT, DAY_ROWS)
+    settings = load_spark_settings(master="local[1]")
+    cmd = submit_command("sample", ["--dt", DT, "--namespace", "ns1"], settings)
+    assert cmd[1:3] == ["--master", "local[1]"] and cmd[-5].endswith("jobs/sample.py")
+    proc = subprocess.run(cmd, env=submit_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "selected 3" in proc.stderr
+    assert {r["query_norm"] for r in read("curated/query_sample")} == {"dior 口红", "粉底液", "露营 帐篷"}
