@@ -405,7 +405,7 @@ def test_keys_layout():
 def test_admin_info(pub):
     pub.publish(make_rows(QUERIES[:4], "A"), "nsA", "2026-11-01")
     pub.activate("nsA")
-    info = KVAdmin(pub.r.connection_pool.connection_kwargs and None, settings=settings(), redis=pub.r).info()
+    info = KVAdmin(settings=settings(), redis=pub.r).info()
     assert info["active"] == "nsA" and info["namespaces"]["nsA"]["key_count"] == "4"
     assert info["namespaces"]["nsA"]["active"] is True and info["namespaces"]["nsA"]["ttl_s"] == -1
 
@@ -416,3 +416,29 @@ def test_benchmark_smoke(clean_redis):
     out = bench_kv.run(clean_redis, keys=300, iters=20, batch=100, use_redis_benchmark=False)
     assert out["publish"]["written"] == 300 and out["publish"]["new_keys_per_s"] > 0
     assert out["mget50"]["qpclient"]["p50_ms"] > 0 and out["mget50"]["baseline_redis_py_mget"]["p99_ms"] > 0
+
+
+def test_mget_large_batch_is_chunked_in_one_pipeline(pub, clean_redis):
+    pub.publish(make_rows(QUERIES, "A"), "nsA", "2026-11-01")
+    pub.activate("nsA")
+    client = QPClient(clean_redis, settings=settings(mget_chunk=7))
+    queries = QUERIES + ["miss 1"] + QUERIES[:3]
+    got = client.mget(queries)
+    assert len(got) == len(queries) and got[len(QUERIES)] is None
+    assert [g["q"] for g in got if g] == [normalize_query(q) for q in QUERIES + QUERIES[:3]]
+
+
+@pytest.mark.airflow
+def test_url_from_airflow_connection(tmp_path):
+    """Through a real Airflow (env-var secrets backend), in a subprocess so Airflow stays out of this one."""
+    import os
+    import subprocess
+    import sys
+
+    conn = {"conn_type": "redis", "host": "redis.internal", "port": 6380, "login": "qp", "password": "p@ss",
+            "schema": "2", "extra": {"ssl": True}}
+    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path), AIRFLOW_CONN_QP_REDIS=json.dumps(conn))
+    code = "from qp_core.kv import url_from_airflow_conn; print(url_from_airflow_conn('qp_redis'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "rediss://qp:p%40ss@redis.internal:6380/2"

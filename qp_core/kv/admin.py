@@ -214,9 +214,7 @@ class KVAdmin:
         """Remove the TTL of every key of ``ns`` (before it becomes active again)."""
         self.r.persist(self.keys.meta(ns))
         self.r.hdel(self.keys.meta(ns), "expires_at", "retired_at")
-        n = self._apply_to_keys(ns, "persist")
-        self.r.hset(self.keys.meta(ns), "status", "active")
-        return n
+        return self._apply_to_keys(ns, "persist")
 
     # ---- pointer ---------------------------------------------------------------------------------
     def _run_flip(self, mode: str, target: str, expected: str | None, event: dict[str, Any]) -> None:
