@@ -277,3 +277,21 @@ def test_fuzz_never_raises_and_every_result_validates():
             assert json.loads(dump_unified(res.result)) == res.result
     # The generator must actually exercise every outcome, or the fuzz proves little.
     assert all(stages.get(s, 0) > 100 for s in ("input", "json", "schema", "ok")), stages
+
+
+def test_every_world_label_parses_clean_and_scores_perfectly(small_world):
+    """Contract between the world generator's labels, the parser and the metrics."""
+    import pyarrow.parquet as pq
+
+    from qp_core.metrics import evaluate
+
+    rows = []
+    for name in ("raw/annotations", "raw/golden"):
+        rows += pq.read_table(small_world / name, columns=["query", "label"]).to_pylist()
+    assert len(rows) >= 400
+    results = [parse_output(r["label"], r["query"]) for r in rows]
+    bad = [(r["query"], res.error) for r, res in zip(rows, results) if res.result is None or res.repairs]
+    assert not bad, bad[:5]
+    assert all(dump_unified(res.result) == r["label"] for r, res in zip(rows, results))
+    m = evaluate([res.result for res in results], [{**res.result, "query": r["query"]} for r, res in zip(rows, results)])
+    assert m["overall"] == pytest.approx(100.0) and m["intent_chrf"] == pytest.approx(100.0)
