@@ -146,9 +146,11 @@ def test_golden_is_disjoint_from_annotations_and_never_logged(small_world):
 def test_malformed_rate_within_bounds(tmp_path):
     from qp_core.world import generate
 
-    generate(tmp_path, seed=5, days=1, rows_per_day=20000, annotations_total=10, golden=10, notes=60, head_size=200,
+    generate(tmp_path, seed=5, days=1, rows_per_day=20000, annotations_total=10, golden=500, notes=60, head_size=200,
              malformed_rate=0.02)
     q = _log(tmp_path)["query"]
+    # broken rows built from real queries must not leak golden ones either (cleaning would recover them)
+    assert not {compact(r["query"]) for r in _golden(tmp_path)} & {compact(v) for v in q.dropna()}
 
     def malformed(v):
         if v is None or not compact(v) or len(v) >= 1000:

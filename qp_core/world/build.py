@@ -11,6 +11,7 @@ Every random stream is seeded from (seed, purpose[, day]), so the same seed give
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import random
 import shutil
@@ -46,8 +47,18 @@ class LogEvent:
     history: list[tuple[str, Query]] = field(default_factory=list)  # preceding valid queries of the session
 
 
-def malformed_query(rng: random.Random, composer: Composer) -> str | None:
-    """One broken log value: null, empty, whitespace, emoji-only, 5,000 characters, control characters."""
+def malformed_query(rng: random.Random, composer: Composer, reserved: set[str] = frozenset()) -> str | None:
+    """One broken log value: null, empty, whitespace, emoji-only, 5,000 characters, control characters.
+
+    Those built from a real query never use a reserved (golden) one: after cleaning they would leak it.
+    """
+
+    def a_query() -> str:
+        q = composer.compose()
+        while q.text in reserved:
+            q = composer.compose()
+        return composer.render(q)
+
     kind = rng.randrange(7)
     if kind == 0:
         return None
@@ -58,11 +69,11 @@ def malformed_query(rng: random.Random, composer: Composer) -> str | None:
     if kind == 3:
         return rng.choice(_EMOJI_ONLY)
     if kind == 4:
-        base = composer.render(composer.compose())
+        base = a_query()
         return (base * (5000 // max(len(base), 1) + 1))[:5000]
     if kind == 5:
         return rng.choice(_CTRL_ONLY)
-    base = composer.render(composer.compose())
+    base = a_query()
     cut = rng.randint(0, len(base))
     return base[:cut] + rng.choice(["\x00", "\x1b", "\u200b", "\r\n"]) + base[cut:]
 
@@ -157,14 +168,17 @@ def build_day(
     rng = random.Random(f"{s.seed}:log:{day}")
     c = Composer(rng, day)
     active = [(q, i) for i, (q, first) in enumerate(head) if first <= day]
-    weights = [1.0 / (i + 1) ** s.zipf_s for _, i in active]
+    cum = list(itertools.accumulate(1.0 / (i + 1) ** s.zipf_s for _, i in active))
+    platforms: dict[int, str] = {}
     day_start = dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc)
     events: list[LogEvent] = []
     n_session = 0
     while len(events) < s.rows_per_day:
         n_session += 1
         user = rng.randrange(s.users)
-        platform = random.Random(f"{s.seed}:user:{user}").choices(PLATFORMS, PLATFORM_W)[0]
+        if user not in platforms:  # a user's device is stable across days
+            platforms[user] = random.Random(f"{s.seed}:user:{user}").choices(PLATFORMS, PLATFORM_W)[0]
+        platform = platforms[user]
         sid = f"s{date.replace('-', '')}{n_session:07d}"
         if rng.random() < s.ambiguous_share:
             amb = c.compose_ambiguous()
@@ -172,7 +186,7 @@ def build_day(
                 amb = c.compose_ambiguous()
             session = _context_then_ambiguous(c, rng, amb)
         else:
-            first = rng.choices(active, weights)[0][0] if rng.random() < s.head_share else c.compose()
+            first = rng.choices(active, cum_weights=cum)[0][0] if rng.random() < s.head_share else c.compose()
             session = _session(c, rng, s, first)
         t = day_start + dt.timedelta(seconds=rng.uniform(0, 86400 - 600))
         history: list[tuple[str, Query]] = []
@@ -183,7 +197,7 @@ def build_day(
                 continue
             t += dt.timedelta(seconds=rng.uniform(3, 90))
             if rng.random() < s.malformed_rate:
-                events.append(LogEvent(f"u{user:06d}", sid, t, malformed_query(rng, c), platform))
+                events.append(LogEvent(f"u{user:06d}", sid, t, malformed_query(rng, c, reserved), platform))
                 continue
             raw = c.render(q)
             events.append(LogEvent(f"u{user:06d}", sid, t, raw, platform, q, list(history)))
