@@ -251,9 +251,9 @@ _TASK_FUNCS: dict[str, Callable[..., list]] = {
 def reward_funcs(settings: RewardSettings | None = None) -> dict[str, Callable[..., list]]:
     """Name -> TRL reward function, in ``REWARD_ORDER`` (picklable: module functions / functools.partial)."""
     settings = settings or _default_settings()
-    table: dict[str, Callable[..., list]] = {
-        "format": functools.partial(format_reward, schema_fail_credit=settings.schema_fail_credit)
-    }
+    fmt = functools.partial(format_reward, schema_fail_credit=settings.schema_fail_credit)
+    fmt.__name__ = "format_reward"  # callers log ``f.__name__``; a bare partial has none (kept when pickled)
+    table: dict[str, Callable[..., list]] = {"format": fmt}
     table.update(_TASK_FUNCS)
     return table
 

@@ -128,7 +128,8 @@ def test_funcs_and_weights_from_config_feed_trl():
     names = [get_callable_name(f) for f in funcs]
     assert names == [f"{n}_reward" for n in REWARD_ORDER if settings.weights.get(n, 0) > 0]
     assert weights == [settings.weights[n] for n in REWARD_ORDER if settings.weights.get(n, 0) > 0]
-    pickle.dumps(funcs)  # TRL may ship reward functions to worker processes
+    assert [f.__name__ for f in funcs] == names
+    assert [f.__name__ for f in pickle.loads(pickle.dumps(funcs))] == names  # TRL may ship them to workers
     # zero weights drop the reward; an override mapping wins over the file
     funcs, weights = reward_funcs_and_weights(settings, weights={"ner": 2.0, "tw": 0.0, "format": 1.0})
     assert [get_callable_name(f) for f in funcs] == ["format_reward", "ner_reward"] and weights == [1.0, 2.0]
