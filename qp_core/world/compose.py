@@ -25,6 +25,12 @@ DOMAIN_WEIGHTS = {
     "家居/装修": 5, "母婴/育儿": 4, "健身/运动": 5, "宠物/猫狗": 4,
 }
 TRAVEL_GAME = {"旅行/目的地", "旅行/酒店民宿", "游戏/手游", "美食/探店"}
+# domains where shopping qualifiers (平价, 学生党, 新款…) and price/comparison intents make sense
+SHOPPING = {
+    "美妆/彩妆", "美妆/护肤", "时尚/穿搭", "时尚/鞋靴箱包", "数码/手机", "数码/电脑", "家居/装修", "母婴/育儿",
+    "健身/运动", "宠物/猫狗", "旅行/酒店民宿",
+}
+NON_SHOPPING_INTENTS = {"推荐", "怎么样", "合集", "避雷", "测评"}
 HOWTO = {"美妆/彩妆", "美食/食谱", "健身/运动", "家居/装修", "美妆/护肤"}
 
 
@@ -63,7 +69,7 @@ def domain_packs() -> dict[str, DomainPack]:
             ser = [s for s in lex.series[b.text] if s.label == d]
             if b.label == d or ser:
                 brands.append((b, lex.aliases[b.text], ser))
-        intents = list(lex.intents[""])
+        intents = [w for w in lex.intents[""] if d in SHOPPING or w.text in NON_SHOPPING_INTENTS]
         if d in TRAVEL_GAME:
             intents += lex.intents["travel_game"]
         if d in HOWTO:
@@ -72,7 +78,7 @@ def domain_packs() -> dict[str, DomainPack]:
             brands=brands,
             ptypes=lex.ptypes.get(d, []),
             topics=lex.topics.get(d, []),
-            quals=lex.quals[""] + lex.quals.get(d, []),
+            quals=(lex.quals[""] if d in SHOPPING else []) + lex.quals.get(d, []),
             intents=intents,
             persons=[p for p in lex.persons if p.label == d],
             ips=[i for i in lex.ips if i.label == d],
@@ -273,7 +279,7 @@ class Composer:
         kinds = {w.kind for w in words}
         if op < 0.3 and INTENT not in kinds:
             words = words + self.maybe(1.0, pk.intents)
-        elif op < 0.45:
+        elif op < 0.45 and sum(w.kind == QUAL for w in words) < 2 and q.domain:
             words = self.maybe(1.0, pk.quals) + words
         elif op < 0.6 and "brand" in kinds and "product_series" not in kinds:
             b = next(w for w in words if w.kind == "brand")
