@@ -16,7 +16,7 @@ from functools import lru_cache
 from qp_core.normalize import compact
 from qp_core.schema import taxonomy_labels
 from qp_core.world.labels import spans_consistent
-from qp_core.world.lexicon import AMBIGUOUS, EVAL, INTENT, QUAL, STOP, TOPIC, Lexicon, Word, lexicon
+from qp_core.world.lexicon import AMBIGUOUS, EVAL, INTENT, QUAL, STOP, Lexicon, Word, lexicon
 
 # Share of queries per domain on a lifestyle SNS (beauty, fashion, food and travel lead).
 DOMAIN_WEIGHTS = {
