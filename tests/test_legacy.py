@@ -163,3 +163,27 @@ def test_load_or_train_caches_by_training_data(grammar_rows, tmp_path, monkeypat
 def test_fit_rejects_no_valid_rows():
     with pytest.raises(ValueError, match="no valid annotation rows"):
         LegacyPipeline().fit([{"query": "兰蔻", "label": "{not json"}, {"query": "", "label": "{}"}])
+
+
+def test_beats_trivial_floor_on_small_world_golden(small_world, tmp_path, monkeypatch):
+    """Trained on the synthetic world's annotations, scored on its disjoint golden set."""
+    from qp_core.legacy.report import evaluate_legacy
+
+    monkeypatch.setenv("QP_HOME", str(tmp_path))
+    report = evaluate_legacy(small_world)
+    legacy, trivial = report["legacy"], report["trivial"]
+    assert report["meta"]["n_golden"] > 100 and legacy["valid_rate"] == 1.0
+    for key in ("ner_f1", "seg_f1", "tw_f1", "taxonomy", "overall", "intent_chrf"):
+        assert legacy[key] > trivial[key] + 10, (key, legacy[key], trivial[key])
+    assert legacy["overall"] > 70, legacy
+    assert any((tmp_path / "registry" / "legacy").iterdir())  # fitted once, cached for the next caller
+    # the CLI prints the same numbers and writes the report (the cached fit is reused)
+    from typer.testing import CliRunner
+
+    from qp_core.cli import app
+
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(app, ["eval", "legacy", "--lake", str(small_world), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "legacy" in res.output and "trivial" in res.output and f"{legacy['overall']:.2f}" in res.output
+    assert json.loads(out.read_text(encoding="utf-8"))["legacy"]["overall"] == pytest.approx(legacy["overall"])
