@@ -513,3 +513,22 @@ def test_rediss_tls_end_to_end(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_publish_job_on_an_empty_day(clean_redis, monkeypatch, tmp_path):
+    """A day whose sample chose nothing: an empty results partition publishes nothing and breaks nothing."""
+    from jobs import publish as publish_job
+    from qp_core.kv.manifest import manifest_dir
+
+    monkeypatch.setenv("QP_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("QP_REDIS_URL", clean_redis)
+    part = tmp_path / "lake" / "curated" / "qp_results" / "dt=2026-11-05"
+    part.mkdir(parents=True)
+    (part / "_quality.json").write_text(json.dumps({"passed": True}))
+    out = publish_job.main(["--dt", "2026-11-05", "--namespace", "nsE"])
+    assert out["publish"]["written"] == 0 and out["manifest_rows"] == 0 and out["active_after"] is None
+    assert not manifest_dir("nsE").exists()
+    from qp_core.kv.daily import PublishRefused
+
+    with pytest.raises(PublishRefused, match="no results partition"):
+        publish_job.main(["--dt", "2026-11-06", "--namespace", "nsE"])

@@ -45,6 +45,10 @@ def update_manifest(ns: str, published: Iterable[tuple[str, str]], dt: str) -> i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    published = list(published)
+    final = manifest_dir(ns)
+    if not published and not final.exists():
+        return 0  # no empty manifest: to the sample job "no manifest" means "namespace never filled"
     rows = read_manifest(ns)
     for qkey, qnorm in published:
         rows[qkey] = (qnorm, str(dt))
@@ -56,7 +60,6 @@ def update_manifest(ns: str, published: Iterable[tuple[str, str]], dt: str) -> i
             "last_dt": pa.array([rows[k][1] for k in keys], pa.string()),
         }
     )
-    final = manifest_dir(ns)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-ns={ns}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
