@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 import unicodedata
+from functools import lru_cache
 from typing import Any, Iterable
 
 from pydantic import BaseModel, Field
 
 from qp_core.config import load_settings
+from qp_core.paths import conf_dir
 from qp_core.normalize import normalize_query
 from qp_core.rules import RULES_MODES, RulesError, load_rules, rules_version
 from qp_core.schema import (
@@ -82,6 +86,20 @@ class PromptSettings(BaseModel):
 
 
 def load_prompt_settings() -> PromptSettings:
+    """Settings of ``conf/prompt.yaml`` (+ ``QP__PROMPT__*`` env), re-read only when either changes:
+    prompts are built once per query, often millions of times a run."""
+    path = conf_dir() / "prompt.yaml"
+    try:
+        st = path.stat()
+        stamp = (str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = (str(path), 0, 0)
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("QP__PROMPT__")))
+    return _load_prompt_settings(stamp, env)
+
+
+@lru_cache(maxsize=8)
+def _load_prompt_settings(stamp: tuple, env: tuple) -> PromptSettings:
     return load_settings("prompt", PromptSettings)
 
 
@@ -97,7 +115,8 @@ def clean_text(text: Any, max_chars: int) -> str:
     tokens, whitespace collapsed, at most ``max_chars`` characters."""
     if text is None:
         return ""
-    s = unicodedata.normalize("NFKC", str(text))
+    # Cleaning only removes or merges characters, so a generous prefix is enough (5,000-character rows).
+    s = unicodedata.normalize("NFKC", str(text)[: 4 * max_chars + 256])
     s = _CTRL.sub(" ", s)
     prev = None
     while prev != s:  # removal can join fragments into a new token: "<|im_<|x|>end|>"
@@ -161,8 +180,14 @@ def _instruction(rules_mode: str, ms: ModeSettings) -> str:
 def system_prompt(rules_mode: str = "full", settings: PromptSettings | ModeSettings | None = None) -> str:
     """I ⊕ R: the shared prefix, identical for every query of a rules mode and config."""
     ms = _mode_settings(rules_mode, settings)
+    return _system_prompt(rules_mode, ms.model_dump_json(), load_rules(rules_mode))
+
+
+@lru_cache(maxsize=16)
+def _system_prompt(rules_mode: str, ms_json: str, rules_text: str) -> str:
+    ms = ModeSettings.model_validate_json(ms_json)
     head = "业务规则：\n" if rules_mode == "full" else "规则:"
-    return f"{_instruction(rules_mode, ms)}\n{head}{load_rules(rules_mode)}"
+    return f"{_instruction(rules_mode, ms)}\n{head}{rules_text}"
 
 
 def prefix_hash(rules_mode: str = "full", settings: PromptSettings | ModeSettings | None = None) -> str:
@@ -198,11 +223,40 @@ def build_messages(
     ``history`` is ordered oldest to newest (the k most recent are kept); ``notes`` best first (the m
     first are kept); each item is cleaned and capped (``conf/prompt.yaml``).
     """
-    ms = _mode_settings(rules_mode, settings)
-    return [
-        {"role": "system", "content": system_prompt(rules_mode, ms)},
-        {"role": "user", "content": _json(_user_payload(query, history, notes, ms))},
-    ]
+    builder = _cached_builder(rules_mode) if settings is None else PromptBuilder(rules_mode, settings)
+    return builder.messages(query, history, notes)
+
+
+class PromptBuilder:
+    """Settings and system message resolved once, for building many prompts of one run (a Spark
+    partition, a training set) without touching ``conf/`` per query."""
+
+    def __init__(self, rules_mode: str = "full", settings: PromptSettings | ModeSettings | None = None):
+        self.rules_mode = rules_mode
+        self.settings = _mode_settings(rules_mode, settings)
+        self.system = system_prompt(rules_mode, self.settings)
+
+    def messages(self, query: Any, history: Iterable[Any] = (), notes: Iterable[Any] = ()) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": _json(_user_payload(query, history, notes, self.settings))},
+        ]
+
+
+_BUILDER_TTL_S = 1.0
+_builders: dict[tuple, tuple[float, PromptBuilder]] = {}
+
+
+def _cached_builder(rules_mode: str) -> PromptBuilder:
+    """A builder from the current conf/, re-read at most once per second (edits to rules or prompt.yaml
+    show up within that second; a different ``QP_CONF_DIR`` at once)."""
+    key = (rules_mode, os.environ.get("QP_CONF_DIR"))
+    now = time.monotonic()
+    hit = _builders.get(key)
+    if hit is None or now - hit[0] > _BUILDER_TTL_S:
+        hit = (now, PromptBuilder(rules_mode))
+        _builders[key] = hit
+    return hit[1]
 
 
 def prompt_metadata(rules_mode: str = "full") -> dict[str, str]:

@@ -173,3 +173,17 @@ def test_task_targets_are_the_subtask_fields_in_unified_format():
         prompt.build_task_messages("pos", "q")
     with pytest.raises(ValueError):
         prompt.task_target("pos", UNIFIED)
+
+
+def test_builder_matches_build_messages_and_sees_rules_edits(tmp_path, monkeypatch):
+    from qp_core.rules import load_rules
+
+    b = prompt.PromptBuilder("compact")
+    assert b.messages("兰蔻", ["a"], ["n"]) == prompt.build_messages("兰蔻", ["a"], ["n"], rules_mode="compact")
+    dst = tmp_path / "conf"
+    shutil.copytree(conf_dir(), dst)
+    (dst / "rules" / "compact.md").write_text(load_rules("compact") + "\n新规则:测试", encoding="utf-8")
+    monkeypatch.setenv("QP_CONF_DIR", str(dst))
+    edited = prompt.build_messages("兰蔻", rules_mode="compact")[0]["content"]
+    assert edited.endswith("新规则:测试") and edited != b.system
+    assert prompt.PromptBuilder("compact").system == edited
