@@ -1,5 +1,167 @@
-"""`qp train` commands (placeholder until its owner lands it)."""
+"""`qp train`: the training chain in-process (chain, quick, one stage, ablations) and the model registry.
+
+Thin: options are parsed here, the work is ``qp_core.training.chain``. The Airflow DAG runs the same
+stage functions one per task through ``jobs/<stage>.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional
 
 import typer
 
-app = typer.Typer(help="train commands", no_args_is_help=True)
+app = typer.Typer(help="Training chain: aux data, SFT, GRPO filter, GRPO, evaluation, promotion.", no_args_is_help=True)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
+    from qp_core.training.chain import make_context
+
+    console = console or _console()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return make_context(section, profile=profile, run_id=run_id, dt=dt, fresh=fresh,
+                        overrides=None if context else {"context": False},
+                        progress=lambda m: console.log(m))
+
+
+def _print_reports(console, ctx, info) -> None:
+    report = (info.get("evaluate") or {}).get("report") or {}
+    console.rule("reports")
+    for key in ("json", "md", "loss_png", "metrics_png"):
+        if key in report:
+            console.print(f"{key:12s} {report[key]}")
+    promo = info.get("promote")
+    if promo:
+        console.print(f"model {promo.get('version')} ({promo.get('stage')}): "
+                      f"{'PROMOTED to production' if promo.get('promoted') else 'not promoted'} — {'; '.join(promo.get('gate', []))}")
+    times = {k: v.get("wall_s") for k, v in info.items() if isinstance(v, dict) and v.get("wall_s") is not None}
+    console.print("wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+
+
+@app.command()
+def chain(
+    profile: str = typer.Option("tiny", help="Model profile (conf/profiles/<name>.yaml)."),
+    section: Optional[str] = typer.Option(None, help="conf/training.yaml section (default: named like the profile)."),
+    run_id: Optional[str] = typer.Option(None, help="Run folder under $QP_HOME/training/runs (default <section>-<dt>)."),
+    dt: Optional[str] = typer.Option(None, help="Run date (default: newest raw/query_log partition)."),
+    stages: Optional[str] = typer.Option(None, help="Comma-separated subset of stages, in chain order."),
+    fresh: bool = typer.Option(False, help="Delete the run folder first (otherwise finished stages are skipped)."),
+    eval_base: bool = typer.Option(False, help="Also evaluate the stage-0 base model."),
+    context: bool = typer.Option(True, help="--no-context: prompts without history/notes (ablation)."),
+) -> None:
+    """Run the whole chain stage by stage and print the report paths (`make train`)."""
+    from qp_core.training.chain import run_chain
+
+    console = _console()
+    t0 = time.time()
+    ctx = _ctx(section, profile, run_id, dt, fresh, context, console)
+    console.rule(f"training chain — run {ctx.run_id} ({ctx.settings.profile}, section {ctx.settings.section})")
+    info = run_chain(ctx, stages.split(",") if stages else None, evaluate={"include_base": eval_base})
+    _print_reports(console, ctx, info)
+    console.print(f"run folder   {ctx.run_dir}\ntotal        {time.time() - t0:.0f}s")
+
+
+@app.command()
+def quick(
+    profile: str = typer.Option("tiny", help="Model profile."),
+    force: bool = typer.Option(False, help="Train even if a production model exists."),
+) -> None:
+    """Bootstrap the demo's model: tokenizer + tiny model + short SFT + register + promote (minutes on CPU)."""
+    from qp_core import registry
+    from qp_core.training.chain import run_chain
+
+    console = _console()
+    current = registry.production()
+    if current is not None and not force:
+        console.print(f"production model exists: {current.version} ({current.path}); nothing to do (--force to retrain)")
+        return
+    ctx = _ctx("quick", profile, None, None, False, True, console)
+    info = run_chain(ctx, ["base", "sft1", "evaluate", "promote"], evaluate={"legacy": False},
+                     promote={"force": current is None})
+    _print_reports(console, ctx, info)
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="aux | base | sft1 | sft2 | filter | grpo | evaluate | promote"),
+    profile: str = typer.Option("tiny"),
+    section: Optional[str] = typer.Option(None),
+    run_id: Optional[str] = typer.Option(None),
+    dt: Optional[str] = typer.Option(None),
+    rerun: bool = typer.Option(False, help="Run again even if it finished."),
+) -> None:
+    """Run one stage of a run (resumes from its checkpoint)."""
+    from qp_core.training.chain import ensure_world, run_stage
+
+    ctx = _ctx(section, profile, run_id, dt, False)
+    ensure_world()
+    info = run_stage(ctx, name, rerun=rerun)
+    typer.echo(json.dumps(info, ensure_ascii=False, indent=1, default=str))
+
+
+@app.command()
+def ablation(
+    which: str = typer.Argument("all", help="isolated | context-off | all"),
+    profile: str = typer.Option("tiny"),
+    section: Optional[str] = typer.Option(None),
+    run_id: Optional[str] = typer.Option(None, help="The main run to compare with (default <section>-<dt>)."),
+    steps: Optional[int] = typer.Option(None, help="SFT steps per isolated model (default: stage-1 steps)."),
+) -> None:
+    """Ablations as commands: task-isolated models (Table 2) and context off (no history/notes)."""
+    from qp_core.training.chain import ablation_report, run_chain, run_isolated_ablation
+
+    console = _console()
+    ctx = _ctx(section, profile, run_id, None, False, True, console)
+    isolated = noctx = None
+    if which in ("isolated", "all"):
+        isolated = run_isolated_ablation(ctx, steps=steps)
+    if which in ("context-off", "all"):
+        noctx = _ctx(section, profile, (run_id or ctx.run_id) + "-noctx", ctx.dt, False, False, console)
+        stages = ["base", "sft1", "sft2", "evaluate"]
+        run_chain(noctx, stages, evaluate={"legacy": False})
+    paths = ablation_report(ctx, isolated, noctx)
+    for key, path in paths.items():
+        console.print(f"{key:12s} {path}")
+
+
+@app.command("models")
+def models() -> None:
+    """List registered models (production marked with *)."""
+    from qp_core import registry
+
+    prod = registry.production()
+    for rec in registry.list_models():
+        mark = "*" if prod and rec.version == prod.version else " "
+        typer.echo(f"{mark} {rec.version:36s} {rec.profile:12s} {rec.stage:6s} overall={rec.metrics.get('overall', 0):6.2f} {rec.created}")
+
+
+@app.command()
+def promote(version: str, force: bool = typer.Option(False, help="Bypass the gate.")) -> None:
+    """Promote a registered model through the gate (Overall ≥ production − tolerance, no sub-task drop > δ)."""
+    from qp_core import registry
+
+    try:
+        decision = registry.promote(version, force=force)
+    except registry.RegistryError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    typer.echo(f"promoted {version}: {'; '.join(decision.reasons)}")
+
+
+@app.command()
+def rollback() -> None:
+    """Point production back at the previously promoted model."""
+    from qp_core import registry
+
+    rec = registry.rollback()
+    typer.echo(f"production is now {rec.version}")

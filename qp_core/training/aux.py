@@ -33,10 +33,10 @@ def _legacy_rows(batches: Iterator, tasks: list[str]) -> Iterator:
     legacy = load_or_train()
     for batch in batches:
         out = {k: [] for k in AUX_COLUMNS}
-        for query in batch.column("query").to_pylist():
-            if not query:
+        queries = batch.column("query").to_pylist()
+        for query, unified in zip(queries, legacy.predict_batch(queries)):
+            if unified is None:
                 continue
-            unified = legacy.predict(query)
             for task in tasks:
                 out["task"].append(task)
                 out["query"].append(query)
@@ -50,7 +50,10 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
     """Write ``training/aux/task=<t>``; returns rows per task."""
     from pyspark.sql import functions as F
 
+    from qp_core.legacy import load_or_train
     from qp_core.normalize import normalize_query
+
+    load_or_train()  # fit (or load) once in the driver so executors only read the cache
 
     log_path = paths.dataset("raw/query_log")
     end = date.fromisoformat(run_dt)

@@ -22,9 +22,12 @@ def score(predictions: list[dict[str, Any] | None], rows: list[dict[str, Any]]) 
     """``metrics.evaluate`` of unified predictions against the rows' labels."""
     from qp_core.metrics import evaluate
 
-    references = [json.loads(r["label"]) if isinstance(r["label"], str) else r["label"] for r in rows]
-    queries = [r["query"] for r in rows]
-    return evaluate(predictions, references, queries)
+    references = []
+    for r in rows:
+        ref = dict(json.loads(r["label"]) if isinstance(r["label"], str) else r["label"])
+        ref["query"] = r["query"]
+        references.append(ref)
+    return evaluate(predictions, references)
 
 
 def parse_texts(texts: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
@@ -108,7 +111,7 @@ def evaluate_legacy(rows: list[dict[str, Any]], legacy=None) -> dict[str, Any]:
 
     t0 = time.time()
     legacy = legacy or load_or_train()
-    preds = [legacy.predict(r["query"]) for r in rows]
+    preds = legacy.predict_batch([r["query"] for r in rows])
     metrics = score(preds, rows)
     metrics["eval_s"] = round(time.time() - t0, 1)
     metrics["n"] = len(rows)

@@ -20,7 +20,7 @@ TABLE_COLUMNS = (
     ("Seg", "seg_f1"),
     ("TW", "tw_f1"),
     ("Taxonomy", "taxonomy"),
-    ("valid JSON %", "valid_rate"),
+    ("valid JSON %", "valid_pct"),
     ("intent chrF", "intent_chrf"),
 )
 
@@ -31,7 +31,15 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+def _with_derived(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if isinstance(row.get("valid_rate"), (int, float)):
+        out["valid_pct"] = 100.0 * row["valid_rate"]  # metrics.evaluate reports a fraction 0-1
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]], columns=TABLE_COLUMNS) -> str:
+    rows = [_with_derived(r) for r in rows]
     best = {}
     for _, key in columns:
         vals = [r.get(key) for r in rows if isinstance(r.get(key), (int, float))]

@@ -1,0 +1,139 @@
+"""Training chain: completion-only masking, the stage-1 mixing ratio, the GRPO filter's selection rule,
+rewards = metrics, the report writer, and (slow) the CI-sized chain end to end on the small world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qp_core.training.data import mix_aux, recent_rows, unified_example
+from qp_core.training.grpo_filter import select_target
+
+LABEL = json.dumps(
+    {"entities": [{"text": "雅诗兰黛", "type": "brand"}], "segments": ["雅诗兰黛", "粉底液"], "weights": [3, 2],
+     "category": ["美妆/彩妆"], "intent_desc": "想买粉底液"},
+    ensure_ascii=False, separators=(",", ":"),
+)
+
+
+# ----------------------------------------------------------------------------------- masking (TRL SFT)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    from qp_core.modeling import create_base_model
+
+    out = tmp_path_factory.mktemp("base") / "model"
+    texts = ["雅诗兰黛粉底液", "兰蔻小黑瓶", LABEL, "粉底液推荐", "平价好用"] * 5
+    return create_base_model("tiny", texts, out, seed=0)
+
+
+def test_completion_only_loss_masks_exactly_the_prompt(base_model, tmp_path):
+    from qp_core.training.config import load_training_settings
+    from qp_core.training.sft import make_sft_trainer
+
+    rows = [
+        {"query": "雅诗兰黛粉底液", "label": LABEL, "history": ["粉底液推荐"], "notes": ["平价好用"]},
+        {"query": "兰蔻", "label": LABEL, "history": [], "notes": []},  # shorter prompt -> padding in the batch
+    ]
+    examples = [unified_example(r, "compact") for r in rows]
+    st = load_training_settings("ci").sft1
+    trainer = make_sft_trainer(base_model, examples, tmp_path / "sft", st)
+    tok = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for i, ex in enumerate(examples):
+        enc = tok.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=True)
+        prompt_ids = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+        ids = batch["input_ids"][i].tolist()
+        labels = batch["labels"][i].tolist()
+        mask = batch["attention_mask"][i].tolist()
+        real = [j for j, m in enumerate(mask) if m]  # positions of real (non-pad) tokens
+        n_prompt = len(prompt_ids)
+        assert [ids[j] for j in real[:n_prompt]] == prompt_ids  # the row starts with exactly the prompt
+        assert all(labels[j] == -100 for j in real[:n_prompt])  # every prompt token masked
+        assert all(labels[j] == ids[j] for j in real[n_prompt:])  # every completion token trained on
+        assert all(labels[j] == -100 for j, m in enumerate(mask) if not m)  # padding masked
+        completion = tok.decode([ids[j] for j in real[n_prompt:]])
+        assert completion.startswith(ex["completion"][0]["content"])  # label = the unified JSON (+ end of turn)
+        assert "<|im_end|>" in completion
+
+
+# ----------------------------------------------------------------------------------------- mixing ratio
+
+
+def _ex(source: str, i: int) -> dict:
+    return {"prompt": [], "completion": [], "source": source, "query": f"{source}{i}"}
+
+
+@pytest.mark.parametrize("lam, n_unified, expected_aux", [(0.0, 100, 0), (0.3, 100, 30), (0.5, 40, 20), (2.0, 10, 20)])
+def test_mixing_ratio_is_a_sampling_fraction(lam, n_unified, expected_aux):
+    unified = [_ex("unified", i) for i in range(n_unified)]
+    aux = {t: [_ex(f"aux:{t}", i) for i in range(50)] for t in ("ner", "seg", "tw", "taxonomy", "intent")}
+    mixed = mix_aux(unified, aux, lam, seed=1)
+    sources = [e["source"] for e in mixed]
+    assert sources.count("unified") == n_unified  # every unified row kept exactly once
+    n_aux = sum(s.startswith("aux:") for s in sources)
+    assert n_aux == expected_aux
+    per_task = [sum(s == f"aux:{t}" for s in sources) for t in aux]
+    assert max(per_task) - min(per_task) <= 1  # equal share per sub-task
+    assert mix_aux(unified, aux, lam, seed=1) == mixed  # deterministic given the seed
+
+
+def test_recent_rows_window():
+    rows = [{"dt": d} for d in ("2026-10-01", "2026-10-20", "2026-10-25", "2026-10-31")]
+    assert [r["dt"] for r in recent_rows(rows, 7)] == ["2026-10-25", "2026-10-31"]
+    assert len(recent_rows(rows, 365)) == 4
+
+
+# -------------------------------------------------------------------------------------- filter rule
+
+V, E = 0.05, 0.02
+
+
+@pytest.mark.parametrize(
+    "rewards, target",
+    [
+        ({"ner": [1, 0, 1, 0], "seg": [1, 1, 1, 1], "tw": [.5, .5, .5, .5], "taxonomy": [1, 1, 1, 1]}, "ner"),
+        ({"ner": [1, 1, 1, 1], "seg": [1, 1, 1, 1], "tw": [.2, .8, .5, .5], "taxonomy": [0, 0, 0, 0]}, "tw"),
+        ({"ner": [1, 1, 1, 1], "seg": [1, 1, 1, 1], "tw": [1, 1, 1, 1], "taxonomy": [1, 1, 1, 1]}, None),  # no signal
+        ({"ner": [1, 0, 1, 0], "seg": [1, 0, 1, 1], "tw": [1, 1, 1, 1], "taxonomy": [1, 1, 1, 1]}, None),  # two vary
+        # target varies, another wobbles above eps but below the vary threshold: not consistent -> dropped
+        ({"ner": [1, 0, 1, 0], "seg": [1, .95, 1, .95], "tw": [1, 1, 1, 1], "taxonomy": [1, 1, 1, 1]}, None),
+        # another wobbles within eps: kept
+        ({"ner": [1, 0, 1, 0], "seg": [1, .99, 1, .99], "tw": [1, 1, 1, 1], "taxonomy": [1, 1, 1, 1]}, "ner"),
+        # intent/format are not part of the rule
+        ({"ner": [1, 1, 1, 1], "seg": [1, 1, 1, 1], "tw": [1, 1, 1, 1], "taxonomy": [1, 0, 1, 1],
+          "intent": [.1, .9, .3, .5], "format": [1, 0, 1, 1]}, "taxonomy"),
+    ],
+)
+def test_filter_selection_rule(rewards, target):
+    assert select_target(rewards, vary_threshold=V, consistency_eps=E) == target
+
+
+def test_filter_threshold_is_strict():
+    # std of [0.6, 0.4] is 0.1: varies at threshold 0.05, not at 0.1
+    r = {"ner": [.6, .4], "seg": [1, 1], "tw": [1, 1], "taxonomy": [1, 1]}
+    assert select_target(r, vary_threshold=0.05, consistency_eps=E) == "ner"
+    assert select_target(r, vary_threshold=0.1, consistency_eps=E) is None
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def test_report_files_and_table(tmp_path):
+    from qp_core.training.report import write_report
+
+    rows = [
+        {"name": "legacy pipeline", "overall": 60.0, "ner_f1": 50.0, "seg_f1": 80.0, "tw_f1": 40.0, "taxonomy": 70.0,
+         "valid_rate": 1.0, "intent_chrf": 30.0},
+        {"name": "stage 2 SFT (recent)", "overall": 70.0, "ner_f1": 60.0, "seg_f1": 85.0, "tw_f1": 55.0,
+         "taxonomy": 80.0, "valid_rate": 0.99, "intent_chrf": 40.0},
+    ]
+    hist = {"stage 1": [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}]}
+    out = write_report(tmp_path, rows, histories=hist, stage_times={"sft1": 12.0})
+    assert json.loads(out["json"].read_text()) == rows
+    md = out["md"].read_text()
+    assert "| stage 2 SFT (recent) | **70.00** |" in md and "99.00" in md
+    assert out["loss_png"].stat().st_size > 1000 and out["metrics_png"].stat().st_size > 1000
