@@ -187,3 +187,21 @@ def test_beats_trivial_floor_on_small_world_golden(small_world, tmp_path, monkey
     assert res.exit_code == 0, res.output
     assert "legacy" in res.output and "trivial" in res.output and f"{legacy['overall']:.2f}" in res.output
     assert json.loads(out.read_text(encoding="utf-8"))["legacy"]["overall"] == pytest.approx(legacy["overall"])
+
+
+def test_output_validates_on_seeded_random_strings(pipe):
+    """Fuzz: mixed scripts, combining marks, full-width forms, emoji, punctuation, controls, whitespace."""
+    alphabet = (list("雅诗兰黛兰蔻小黑瓶粉底液的吗攻略") + list("abcxyz0129-_.+#") + list("ＡＢ１２！？～") +
+                ["\u0301", "\u030c", "ß", "ﬁ", "İ", "😀", "👍🏻", "\u200b", "\x00", "\x1b", "\t", "\n", " ", "　",
+                 "<|", "|>", '"', "\\", "{", "}", "𝔘", "ǰ"])
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(300):
+        q = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
+        if not compact(q):
+            assert pipe.predict_batch([q]) == [None]
+            continue
+        r = pipe.predict(q)
+        assert validation_errors(r, q) == [], (q, r)
+        checked += 1
+    assert checked > 250
