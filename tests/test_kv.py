@@ -438,10 +438,13 @@ def test_url_from_airflow_connection(tmp_path):
     conn = {"conn_type": "redis", "host": "redis.internal", "port": 6380, "login": "qp", "password": "p@ss",
             "schema": "2", "extra": {"ssl": True}}
     env = dict(os.environ, AIRFLOW_HOME=str(tmp_path), AIRFLOW_CONN_QP_REDIS=json.dumps(conn))
-    code = "from qp_core.kv import url_from_airflow_conn; print(url_from_airflow_conn('qp_redis'))"
+    env["QP_REDIS_URL"] = "redis://fallback:1/0"
+    code = ("from qp_core.kv import url_from_airflow_conn, url_for_airflow_task as t\n"
+            "print(url_from_airflow_conn('qp_redis')); print(t('qp_redis')); print(t('not_defined'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "rediss://qp:p%40ss@redis.internal:6380/2"
+    assert [ln for ln in out.stdout.splitlines() if ln.startswith(("redis://", "rediss://"))] == ["rediss://qp:p%40ss@redis.internal:6380/2"] * 2 + [
+        "redis://fallback:1/0"]
 
 
 def _tls_capable_redis_server(tmp_path) -> str | None:

@@ -19,11 +19,12 @@ from qp_core.kv.settings import (
     connect,
     load_kv_settings,
     resolve_url,
+    url_for_airflow_task,
     url_from_airflow_conn,
 )
 
 __all__ = [
     "KV_FORMAT_VERSION", "Activation", "KVAdmin", "KVConfigError", "KVError", "KVPublisher", "KVSettings", "Keys",
     "PublishReport", "QPClient", "check_row", "connect", "decode_value", "encode_value", "load_kv_settings",
-    "namespace_for", "resolve_url", "url_from_airflow_conn",
+    "namespace_for", "resolve_url", "url_for_airflow_task", "url_from_airflow_conn",
 ]

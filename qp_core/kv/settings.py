@@ -128,3 +128,22 @@ def url_from_airflow_conn(conn_id: str | None = None) -> str:
     return url_from_connection_fields(
         conn.host, conn.port, conn.login, conn.password, conn.schema, conn.extra_dejson
     )
+
+
+def url_for_airflow_task(conn_id: str | None = None) -> str:
+    """For DAG tasks: the Airflow connection if it is defined, else :func:`resolve_url` (demo, laptops).
+
+    Call inside the task; pass the result to job subprocesses as ``QP_REDIS_URL``. A missing connection
+    is logged, not fatal, so the demo works without one; a defined but broken one still fails later.
+    """
+    import logging
+
+    settings = load_kv_settings()
+    conn_id = conn_id or settings.airflow_conn_id
+    if conn_id:
+        try:
+            return url_from_airflow_conn(conn_id)
+        except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and friends
+            logging.getLogger(__name__).warning("Airflow connection %r not usable (%s); using resolve_url()",
+                                                conn_id, type(exc).__name__)
+    return resolve_url(settings=settings)
