@@ -172,6 +172,7 @@ def test_coverage_gate_refuses_flip(pub, client):
     assert client.namespace() == "nsB"
     pub.publish([], "nsEmpty", "2026-11-03")
     assert not pub.activate("nsEmpty", min_coverage=0.0).activated, "an empty namespace never goes live"
+    assert pub.activate("nsEmpty", force=True).reason == "empty namespace"
     with pytest.raises(KVError):
         pub.activate("never-published")
 

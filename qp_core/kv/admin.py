@@ -236,6 +236,8 @@ class KVAdmin:
         current = self.active()
         if current == ns:
             return Activation(False, ns, current, reason="already active")
+        if next(self.scan_keys(ns, 1), None) is None:  # not even force may point readers at nothing
+            return Activation(False, ns, current, 0.0, min_cov, reason="empty namespace")
         cov, sampled = self.coverage(ns, current)
         self.r.hset(self.keys.meta(ns), mapping={"coverage": f"{cov:.6f}", "coverage_vs": current or ""})
         if not force and (cov < min_cov or cov == 0.0):

@@ -97,6 +97,7 @@ class KVPublisher:
         report = PublishReport(namespace=ns, dt=str(dt))
         reasons: Counter[str] = Counter()
         versions: dict[str, str] = {}
+        versions_from_model = False
         self.admin.register(ns)
         exat = self.admin.expires_at(ns)
         pipe = self.r.pipeline(transaction=False)
@@ -119,8 +120,9 @@ class KVPublisher:
                 reasons[checked] += 1
                 continue
             qkey, qnorm, result, src = checked
-            if not versions:
+            if not versions_from_model and row.get("model_version"):  # prefer a model row's versions
                 versions = {k: str(row[k]) for k in VERSION_FIELDS if row.get(k)}
+                versions_from_model = src == "model"
             pipe.set(self.keys.result(ns, qkey), encode_value(result, qnorm, src, str(dt)), get=True,
                      exat=exat)
             report.published.append((qkey, qnorm))
