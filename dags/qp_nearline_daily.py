@@ -30,10 +30,10 @@ DEFAULT_ARGS = {
 }
 
 
-def _run(name: str, dt: str, target: dict, shard: int | None = None) -> None:
+def _run(name: str, dt: str, target: dict, shards: list[int] | None = None) -> None:
     from qp_core import pipeline
 
-    pipeline.run_step(name, dt, pipeline.Target.from_dict(target), shard, timeout=S.step_timeout_s)
+    pipeline.run_step(name, dt, pipeline.Target.from_dict(target), shards, timeout=S.step_timeout_s)
 
 
 @dag(
@@ -79,18 +79,20 @@ def qp_nearline_daily():
         _run("context", dt, target)
 
     @task
-    def prompts(dt: str, target: dict) -> list[int]:
-        from qp_core.pipeline import list_shards
+    def prompts(dt: str, target: dict) -> list[list[int]]:
+        """Writes the prompt shards; returns them dealt into ``generate_tasks`` groups (one mapped task each)."""
+        from qp_core.airflow_home import settings as _settings
+        from qp_core.pipeline import list_shards, shard_groups
 
         _run("prompts", dt, target)
-        shards = list_shards(dt)
-        print(f"{len(shards)} prompt shard(s) for {dt}: {shards}")
-        return shards
+        groups = shard_groups(list_shards(dt), _settings().generate_tasks)
+        print(f"{sum(map(len, groups))} prompt shard(s) for {dt} in {len(groups)} generation task(s): {groups}")
+        return groups
 
     @task(pool=S.generate_pool, pool_slots=S.generate_pool_slots, queue=S.generate_queue,
           max_active_tis_per_dagrun=S.generate_max_active_tis)
-    def generate(shard: int, dt: str, target: dict) -> None:
-        _run("generate", dt, target, shard)
+    def generate(shards: list[int], dt: str, target: dict) -> None:
+        _run("generate", dt, target, shards)
 
     # none_failed: a day whose sample chose no query has no shard; validate/publish still run (empty)
     @task(trigger_rule="none_failed")
@@ -111,7 +113,7 @@ def qp_nearline_daily():
         sample(dt, target),
         context(dt, target),
         shards,
-        generate.partial(dt=dt, target=target).expand(shard=shards),
+        generate.partial(dt=dt, target=target).expand(shards=shards),
         validate(dt, target),
         publish(dt, target),
     )

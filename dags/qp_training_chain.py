@@ -1,4 +1,4 @@
-"""qp_training_chain: aux pseudo-labels → SFT 1 → SFT 2 → GRPO filter → GRPO → evaluate → promote.
+"""qp_training_chain: aux pseudo-labels → base model → SFT 1 → SFT 2 → GRPO filter → GRPO → evaluate → promote.
 
 Thin wiring only (paper Figure 1 / §4.3). Runs weekly, or as soon as new human annotations land (an event
 on the ``qp_annotations`` asset), whichever comes first. One task per stage, each a ``python -m jobs.<x>``
@@ -58,9 +58,9 @@ def qp_training_chain():
 
         return _stage()
 
-    tasks = [stage(s) for s in ("aux", "sft1", "sft2", "grpo_filter", "grpo", "evaluate")]
-    tasks.append(stage("promote", outlets=[QP_MODEL]))
-    chain(*tasks)
+    from qp_core.pipeline import TRAINING_STEPS  # stdlib-only module: cheap at parse time
+
+    chain(*[stage(s.name, **({"outlets": [QP_MODEL]} if s.name == "promote" else {})) for s in TRAINING_STEPS])
 
 
 qp_training_chain()

@@ -48,6 +48,7 @@ class AirflowSettings(BaseModel):
     generate_pool: str = "default_pool"
     generate_pool_slots: int = Field(1, ge=1)
     generate_queue: str = "default"
+    generate_tasks: int = Field(1, ge=0)
     generate_max_active_tis: int = Field(4, ge=1)
     step_timeout_s: float = Field(21600, gt=0)
     training_cron: str = "0 3 * * 0"
@@ -98,8 +99,13 @@ def airflow_env(home: Path | None = None, *, api_port: int | None = None, base: 
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "2"),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            # A local home runs what it is asked to (dags test, backfills), never the cron schedules: an
+            # unpaused DAG would otherwise start "yesterday's" run and a training chain on its own.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": env.get("QP_AIRFLOW_USE_JOB_SCHEDULE", "False"),
         }
     )
+    # standalone spawns `airflow ...` by name: this interpreter's bin dir must come first on PATH
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # the repo must be importable by task processes even without `pip install -e .`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
@@ -111,7 +117,7 @@ def apply_env(home: Path | None = None, *, api_port: int | None = None) -> Path:
         logger.warning("airflow already imported with AIRFLOW_HOME=%s; new settings may not apply",
                        os.environ.get("AIRFLOW_HOME"))
     env = airflow_env(home, api_port=api_port)
-    for key in [k for k in env if k.startswith("AIRFLOW") or k in ("QP_HOME", "PYTHONPATH")]:
+    for key in [k for k in env if k.startswith("AIRFLOW") or k in ("QP_HOME", "PYTHONPATH", "PATH")]:
         os.environ[key] = env[key]
     return Path(env["AIRFLOW_HOME"])
 
@@ -240,3 +246,52 @@ def stop_standalone(proc: subprocess.Popen, *, timeout: float = 60) -> int:
         except ProcessLookupError:
             pass
     return proc.returncode if proc.returncode is not None else 0
+
+
+def wait_for_dag(dag_id: str, *, home: Path | None = None, api_port: int | None = None, timeout: float = 300) -> None:
+    """Block until the DAG processor has serialised ``dag_id`` into the metadata DB (backfill needs it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = run_cli(["dags", "list", "-o", "json"], home=home, api_port=api_port, capture=True, check=False)
+        if any(d.get("dag_id") == dag_id for d in (json_output(proc.stdout) or [])):
+            return
+        time.sleep(5)
+    raise TimeoutError(f"DAG {dag_id} not parsed by the DAG processor after {timeout:.0f}s")
+
+
+def list_runs(dag_id: str, *, home: Path | None = None, api_port: int | None = None) -> list[dict]:
+    proc = run_cli(["dags", "list-runs", dag_id, "-o", "json"], home=home, api_port=api_port, capture=True,
+                   check=False)
+    return json_output(proc.stdout) or []
+
+
+def native_backfill(dag_id: str, start: str, end: str, *, home: Path | None = None, api_port: int | None = None,
+                    max_active_runs: int = 1, timeout: float = 3600, poll_s: float = 15,
+                    on_poll=None) -> dict[str, str]:
+    """Airflow's own backfill (``airflow backfill create``) against a running scheduler; waits for the runs.
+
+    Returns {logical date (YYYY-MM-DD): final state}. Needs ``airflow standalone`` (or a scheduler) on the
+    same home and API port: :func:`start_standalone`. The DAG is unpaused first (a paused DAG's backfill
+    runs never start), and ``--max-active-runs`` keeps dates in order so each day sees the previous KV state.
+    """
+    from qp_core.pipeline import date_range
+
+    dates = date_range(start, end)
+    wait_for_dag(dag_id, home=home, api_port=api_port)
+    run_cli(["dags", "unpause", dag_id], home=home, api_port=api_port, capture=True)
+    run_cli(["backfill", "create", "--dag-id", dag_id, "--from-date", start, "--to-date", end,
+             "--max-active-runs", str(max_active_runs), "--reprocess-behavior", "completed"],
+            home=home, api_port=api_port, capture=True)
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        runs = [r for r in list_runs(dag_id, home=home, api_port=api_port) if r.get("run_type") == "backfill"
+                or str(r.get("run_id", "")).startswith("backfill")]
+        states = {str(r.get("logical_date", ""))[:10]: r.get("state") for r in runs}
+        states = {d: states[d] for d in dates if d in states}
+        if on_poll:
+            on_poll(states)
+        if len(states) == len(dates) and all(s in ("success", "failed") for s in states.values()):
+            return states
+        time.sleep(poll_s)
+    raise TimeoutError(f"backfill {start}..{end} of {dag_id} not finished after {timeout:.0f}s: {states}")

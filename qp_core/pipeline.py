@@ -113,12 +113,15 @@ def _active_namespace() -> str | None:
 
 @dataclass(frozen=True)
 class Step:
-    """One pipeline step: ``jobs/<job>.py`` launched by ``runner`` with ``args(dt, target, shard)``."""
+    """One pipeline step: ``jobs/<job>.py`` launched by ``runner`` with ``args(dt, target, shards)``.
+
+    ``per_shard`` steps take the list of prompt shards they process (one Airflow mapped task per group).
+    """
 
     name: str
     job: str
     runner: str  # "spark" (spark-submit) or "python" (python -m jobs.<job>)
-    args: Callable[[str, Target, int | None], list[str]]
+    args: Callable[[str, Target, "list[int] | None"], list[str]]
     per_shard: bool = False
     doc: str = ""
 
@@ -139,10 +142,13 @@ def _prompts_args(dt: str, target: Target, shard: int | None) -> list[str]:
     return ["--dt", dt, "--rules-mode", target.rules_mode]
 
 
-def _generate_args(dt: str, target: Target, shard: int | None) -> list[str]:
-    if shard is None:
-        raise ValueError("generate runs per shard: pass shard=N")
-    return ["--dt", dt, "--shard", str(shard), "--model-dir", target.model_dir]
+def _generate_args(dt: str, target: Target, shards: list[int] | None) -> list[str]:
+    if not shards:
+        raise ValueError("generate runs on prompt shards: pass shards=[N, ...]")
+    args = ["--dt", dt]
+    for shard in shards:
+        args += ["--shard", str(int(shard))]
+    return args + ["--model-dir", target.model_dir, "--model-version", target.model_version, "--no-progress"]
 
 
 def _validate_args(dt: str, target: Target, shard: int | None) -> list[str]:
@@ -171,10 +177,10 @@ def step(name: str) -> Step:
     raise KeyError(f"unknown step {name!r}; steps: {', '.join(STEP_NAMES)}")
 
 
-def command(step_: Step, dt: str, target: Target, shard: int | None = None) -> list[str]:
+def command(step_: Step, dt: str, target: Target, shards: list[int] | None = None) -> list[str]:
     """The exact command line of one step (what the DAG task, ``qp run`` and ``qp backfill`` execute)."""
     check_date(dt)
-    args = step_.args(dt, target, shard)
+    args = step_.args(dt, target, shards)
     if step_.runner == "spark":
         from qp_core import spark
 
@@ -242,6 +248,17 @@ def list_shards(dt: str) -> list[int]:
     return sorted(shards)
 
 
+def shard_groups(shards: list[int], tasks: int) -> list[list[int]]:
+    """Split shards round-robin into at most ``tasks`` non-empty groups (``tasks <= 0``: one per shard).
+
+    One generation task pays one engine start; on a CPU box one group is fastest, on a GPU cluster use
+    one group per GPU worker (``conf/airflow.yaml`` ``generate_tasks``).
+    """
+    shards = sorted(int(s) for s in shards)
+    n = len(shards) if tasks <= 0 else max(1, min(tasks, len(shards)))
+    return [g for g in (shards[i::n] for i in range(n)) if g]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Running commands
 
@@ -290,12 +307,13 @@ def run_command(cmd: list[str], *, env: dict | None = None, check: bool = True, 
     return rc
 
 
-def run_step(name: str, dt: str, target: Target, shard: int | None = None, *, timeout: float | None = None) -> float:
-    """Run one step for one date (and shard); returns its wall time in seconds."""
+def run_step(name: str, dt: str, target: Target, shards: list[int] | None = None, *,
+             timeout: float | None = None) -> float:
+    """Run one step for one date (and shard group); returns its wall time in seconds."""
     s = step(name)
-    label = f"{name}[{shard}]" if shard is not None else name
+    label = f"{name}{shards}" if shards is not None else name
     t0 = time.monotonic()
-    run_command(command(s, dt, target, shard), env=command_env(s), label=label, timeout=timeout)
+    run_command(command(s, dt, target, shards), env=command_env(s), label=label, timeout=timeout)
     return time.monotonic() - t0
 
 
@@ -303,7 +321,7 @@ def run_step(name: str, dt: str, target: Target, shard: int | None = None, *, ti
 class StepTiming:
     name: str
     seconds: float
-    shard: int | None = None
+    shards: list[int] | None = None
 
 
 @dataclass
@@ -317,38 +335,42 @@ class DayReport:
         return sum(t.seconds for t in self.timings)
 
 
-def iter_day(dt: str, target: Target, *, steps: Iterable[str] | None = None) -> Iterator[tuple[str, int | None]]:
-    """The (step, shard) units of one date in execution order; shards are listed after ``prompts`` ran."""
+def iter_day(dt: str, target: Target, *, steps: Iterable[str] | None = None,
+             tasks: int = 1) -> Iterator[tuple[str, list[int] | None]]:
+    """The (step, shard group) units of one date in order; shard groups are listed after ``prompts`` ran.
+
+    Serially, one group holding every shard is best (one engine start); the DAG maps over ``tasks`` groups.
+    """
     wanted = set(steps) if steps else None
     for s in STEPS:
         if wanted is not None and s.name not in wanted:
             continue
         if s.per_shard:
-            for shard in list_shards(dt):
-                yield s.name, shard
+            for group in shard_groups(list_shards(dt), tasks):
+                yield s.name, group
         else:
             yield s.name, None
 
 
 def run_day(dt: str, target: Target | None = None, *, steps: Iterable[str] | None = None,
-            on_step: Callable[[str, int | None, str, float], None] | None = None,
+            on_step: Callable[[str, "list[int] | None", str, float], None] | None = None,
             timeout: float | None = None) -> DayReport:
     """Run the daily pipeline for one date serially, in the DAG's order (``qp run day``, ``qp backfill``).
 
-    ``on_step(name, shard, status, seconds)`` is called with status ``start``/``done`` for progress displays.
+    ``on_step(name, shards, status, seconds)`` is called with status ``start``/``done`` for progress displays.
     """
     check_date(dt)
     if not log_partition_ready(dt):
         raise FileNotFoundError(f"no query-log partition for {dt}: {paths.partition('raw/query_log', dt)}")
     target = target or resolve_target()
     report = DayReport(dt, target)
-    for name, shard in iter_day(dt, target, steps=steps):
+    for name, shards in iter_day(dt, target, steps=steps):
         if on_step:
-            on_step(name, shard, "start", 0.0)
-        seconds = run_step(name, dt, target, shard, timeout=timeout)
-        report.timings.append(StepTiming(name, seconds, shard))
+            on_step(name, shards, "start", 0.0)
+        seconds = run_step(name, dt, target, shards, timeout=timeout)
+        report.timings.append(StepTiming(name, seconds, shards))
         if on_step:
-            on_step(name, shard, "done", seconds)
+            on_step(name, shards, "done", seconds)
     return report
 
 
@@ -365,6 +387,7 @@ class TrainingStep:
 
 TRAINING_STEPS: tuple[TrainingStep, ...] = (
     TrainingStep("aux", "aux_data"),
+    TrainingStep("base", "train_sft", ("--stage", "0")),  # tokenizer + initial weights of the profile
     TrainingStep("sft1", "train_sft", ("--stage", "1")),
     TrainingStep("sft2", "train_sft", ("--stage", "2")),
     TrainingStep("grpo_filter", "grpo_filter"),

@@ -160,10 +160,11 @@ def test_step_commands_are_the_jobs():
     target = pipeline.Target("v1", "/models/v1", "compact", "r1", "nabc", active_namespace="nold")
     python_steps = [s for s in pipeline.STEPS if s.runner == "python"]
     for s in python_steps:
-        cmd = pipeline.command(s, "2026-11-01", target, 3 if s.per_shard else None)
+        cmd = pipeline.command(s, "2026-11-01", target, [3] if s.per_shard else None)
         assert cmd[:3] == [sys.executable, "-m", f"jobs.{s.job}"] and "--dt" in cmd
-    gen = pipeline.command(pipeline.step("generate"), "2026-11-01", target, 3)
-    assert gen[gen.index("--shard") + 1] == "3" and gen[gen.index("--model-dir") + 1] == "/models/v1"
+    gen = pipeline.command(pipeline.step("generate"), "2026-11-01", target, [3, 7])
+    assert [gen[i + 1] for i, a in enumerate(gen) if a == "--shard"] == ["3", "7"]
+    assert gen[gen.index("--model-dir") + 1] == "/models/v1"
     with pytest.raises(ValueError):
         pipeline.command(pipeline.step("generate"), "2026-11-01", target)
     pub = pipeline.command(pipeline.step("publish"), "2026-11-01", target)
@@ -172,6 +173,14 @@ def test_step_commands_are_the_jobs():
     assert sample[0].endswith("spark-submit") and any(a.endswith("jobs/sample.py") for a in sample)
     assert sample[sample.index("--previous-namespace") + 1] == "nold"
     assert pipeline.Target.from_dict(target.to_dict()) == target
+
+
+def test_shard_groups_deal_round_robin():
+    assert pipeline.shard_groups([0, 1, 2, 3, 4], 2) == [[0, 2, 4], [1, 3]]
+    assert pipeline.shard_groups([0, 1, 2], 1) == [[0, 1, 2]]
+    assert pipeline.shard_groups([5, 1], 0) == [[1], [5]]
+    assert pipeline.shard_groups([0], 8) == [[0]]
+    assert pipeline.shard_groups([], 2) == []
 
 
 def test_run_command_streams_and_raises(caplog):
@@ -190,4 +199,7 @@ def test_training_commands_share_the_run_folder():
     assert ":" not in run_id and "+" not in run_id
     cmds = [pipeline.training_command(s.name, run_id, "tiny") for s in pipeline.TRAINING_STEPS]
     assert all(c[c.index("--run-id") + 1] == run_id for c in cmds)
-    assert cmds[1][cmds[1].index("--stage") + 1] == "1" and cmds[2][cmds[2].index("--stage") + 1] == "2"
+    stages = {s.name: c for s, c in zip(pipeline.TRAINING_STEPS, cmds)}
+    assert stages["sft1"][stages["sft1"].index("--stage") + 1] == "1"
+    assert stages["sft2"][stages["sft2"].index("--stage") + 1] == "2"
+    assert [s.name for s in pipeline.TRAINING_STEPS][-1] == "promote"

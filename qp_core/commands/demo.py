@@ -1,5 +1,227 @@
-"""`qp demo` commands (placeholder until its owner lands it)."""
+"""`qp demo` (`make demo`): the daily pipeline end to end on a fresh machine, through Airflow.
+
+1. start a real redis-server (``qp_core.redis_server``; it stays up afterwards),
+2. generate the synthetic world unless the lake already has one,
+3. obtain a model: the registry's production model, else ``qp train quick`` (tiny profile, minutes on CPU),
+4. run ``qp_nearline_daily`` for one date through Airflow (``airflow dags test`` in ``$QP_HOME/airflow``),
+5. print the quality report and entries read back through ``QPClient``.
+
+Afterwards ``qp kv get QUERY`` works from the same shell without flags until ``make stop``.
+Wall time and peak memory (whole process tree, sampled) are printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-app = typer.Typer(help="demo commands", no_args_is_help=True)
+from qp_core import paths
+
+app = typer.Typer(help="End-to-end demo of the daily pipeline.", invoke_without_command=True)
+console = Console()
+
+
+class PeakMemory:
+    """Samples the RSS of this process and all its descendants; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _step(n: int, text: str) -> None:
+    console.rule(f"[bold cyan]{n}/5[/] {text}", align="left")
+
+
+def _newest_log_date() -> str | None:
+    root = paths.dataset("raw/query_log")
+    dates = sorted(p.name[3:] for p in root.glob("dt=*") if p.is_dir()) if root.is_dir() else []
+    return dates[-1] if dates else None
+
+
+def _stream(cmd: list[str], log_path: Path, env: dict | None = None, show=None) -> int:
+    """Run ``cmd`` with its full output in ``log_path``; echo the lines ``show(line)`` selects."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", bufsize=1, cwd=str(paths.REPO_ROOT))
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            text = show(line) if show else line.rstrip()
+            if text:
+                console.print(text, markup=False, highlight=False)
+        return proc.wait()
+
+
+def _airflow_progress(line: str) -> str | None:
+    """Pick the lines that say which step starts/ends from the (very verbose) Airflow output."""
+    import re
+
+    m = re.search(r"\[([a-z_]+(?:\[[0-9, ]*\])?)\] exit (\d+) after ([0-9.]+)s", line)
+    if m:
+        return f"  {'✓' if m.group(2) == '0' else '✗'} {m.group(1):<22} {float(m.group(3)):6.1f}s"
+    m = re.search(r"\[([a-z_]+(?:\[[0-9, ]*\])?)\] \$ ", line)
+    if m and m.group(1) != "airflow":
+        return f"  → {m.group(1)} …"
+    if "Marking run" in line or ("DagRun Finished" in line) or "dag_run_state=" in line:
+        return "  " + line.strip()[:160]
+    if "gate" in line.lower() and ("fail" in line.lower() or "quality" in line.lower()):
+        return "  " + line.strip()[:200]
+    return None
+
+
+@app.callback()
+def demo(
+    dt: str = typer.Option(None, "--dt", help="date to process (default: newest query-log partition)"),
+    budget: int = typer.Option(None, "--budget", help="cap on queries generated for the date (default: conf)"),
+    samples: int = typer.Option(5, "--samples", help="KV entries to print"),
+) -> None:
+    """Run the whole daily pipeline for one date through Airflow and read the results back."""
+    t_start = time.monotonic()
+    os.environ["QP_HOME"] = str(paths.qp_home())  # absolute for every child process
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if budget:
+        os.environ["QP__SAMPLING__DAILY_BUDGET"] = str(budget)
+    console.print(f"[bold]QP nearline demo[/]  QP_HOME={paths.qp_home()}")
+    timings: dict[str, float] = {}
+    with PeakMemory() as mem:
+        # 1. Redis
+        _step(1, "Redis")
+        t = time.monotonic()
+        from qp_core import redis_server
+
+        server = redis_server.start()
+        console.print(f"redis-server at {server.url} (pid {server.pid}); URL recorded in {redis_server.url_file()}")
+        timings["redis"] = time.monotonic() - t
+
+        # 2. world
+        _step(2, "synthetic world")
+        t = time.monotonic()
+        if _newest_log_date() and paths.dataset("raw/annotations").exists():
+            console.print(f"world present in {paths.lake_root()}")
+        else:
+            from qp_core import world
+
+            console.print(f"generating the synthetic world into {paths.lake_root()} …")
+            info = world.generate(paths.lake_root(), progress=lambda m: console.print(f"  {m}"))
+            console.print(f"  done: { {k: v for k, v in info.items() if not isinstance(v, (dict, list))} }")
+        timings["world"] = time.monotonic() - t
+        dt = dt or _newest_log_date()
+        if not dt:
+            console.print("[red]no query-log partition in the lake[/]")
+            raise typer.Exit(1)
+
+        # 3. model
+        _step(3, "model")
+        t = time.monotonic()
+        from qp_core import registry
+
+        record = registry.production()
+        if record is None:
+            console.print("no production model: bootstrapping one with `qp train quick` (tiny profile) …")
+            rc = subprocess.call([sys.executable, "-m", "qp_core.cli", "train", "quick"], cwd=str(paths.REPO_ROOT))
+            record = registry.production()
+            if rc != 0 or record is None:
+                console.print("[red]✗ qp train quick did not produce a production model[/]")
+                raise typer.Exit(1)
+        console.print(f"production model {record.version} ({record.profile}, rules {record.rules_mode}) at {record.path}")
+        timings["model"] = time.monotonic() - t
+
+        # 4. Airflow
+        _step(4, f"qp_nearline_daily for dt={dt} through Airflow")
+        t = time.monotonic()
+        from qp_core import airflow_home
+
+        home = airflow_home.ensure_db()
+        log_path = home / f"demo-{dt}.log"
+        console.print(f"airflow dags test in {home} (full log: {log_path})")
+        cmd = airflow_home.airflow_cli() + ["dags", "test", "qp_nearline_daily", dt, "-c", json.dumps({"dt": dt})]
+        _stream(cmd, log_path, env=airflow_home.airflow_env(home), show=_airflow_progress)
+        state = airflow_home.last_run_state("qp_nearline_daily", home=home)
+        timings["airflow"] = time.monotonic() - t
+        console.print(f"DAG run state: [bold]{state}[/] ({timings['airflow']:.0f}s)")
+        if state != "success":
+            console.print(f"[red]✗ the DAG run did not succeed; see {log_path}[/]")
+            raise typer.Exit(1)
+
+        # 5. read back
+        _step(5, "results")
+        _print_quality(dt)
+        _print_samples(dt, samples)
+    total = time.monotonic() - t_start
+    console.rule("done")
+    console.print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total:.0f}s")
+    console.print(f"peak memory (process tree, sampled): {mem.peak / 2**30:.2f} GiB")
+    console.print(f"Redis stays up at {server.url}. Try:  [bold]qp kv get '<query>'[/]   ·   stop: [bold]make stop[/]")
+
+
+def _print_quality(dt: str) -> None:
+    path = paths.partition("curated/qp_results", dt) / "_quality.json"
+    if not path.exists():
+        console.print(f"[yellow]no quality report at {path}[/]")
+        return
+    report = json.loads(path.read_text())
+    table = Table(title=f"quality report dt={dt}", show_header=False)
+    for key, value in report.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=False)[:120]
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+def _print_samples(dt: str, n: int) -> None:
+    import pyarrow.parquet as pq
+
+    from qp_core.kv import QPClient
+
+    sample_dir = paths.partition("curated/query_sample", dt)
+    queries: list[str] = []
+    if sample_dir.exists():
+        rows = pq.read_table(str(sample_dir), columns=["query_norm", "rank"]).to_pylist()
+        queries = [r["query_norm"] for r in sorted(rows, key=lambda r: r["rank"])][:n]
+    if not queries:
+        console.print("[yellow]no sampled queries for this date[/]")
+        return
+    with QPClient() as client:
+        ns, results = client.mget_with_namespace(queries)
+    console.print(f"read back through QPClient (active namespace {ns}):")
+    hits = 0
+    for q, res in zip(queries, results):
+        hits += res is not None
+        console.print(f"[bold]{q}[/] → " + (json.dumps(res, ensure_ascii=False) if res else "[red]miss[/]"),
+                      highlight=False)
+    console.print(f"{hits}/{len(queries)} hits")
