@@ -31,6 +31,7 @@ from typing import Any
 from qp_core.normalize import compact, normalize_query, query_key
 
 BRANDS = ["雅诗兰黛", "兰蔻", "iphone", "华为", "耐克", "小米", "迪奥", "sk-ii", "戴森", "始祖鸟"]
+BENCH_PREFIX = "qpbench"
 NOUNS = ["粉底液", "手机壳", "跑鞋", "面霜", "冲锋衣", "耳机", "口红", "吹风机", "探店", "攻略"]
 
 
@@ -93,6 +94,12 @@ def redis_benchmark(port: int, args: list[str]) -> dict[str, float] | None:
     return res
 
 
+def _drop_prefix(raw) -> None:
+    keys = list(raw.scan_iter(match=f"{BENCH_PREFIX}:*", count=1000))
+    for i in range(0, len(keys), 1000):
+        raw.delete(*keys[i:i + 1000])
+
+
 def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark: bool = True) -> dict[str, Any]:
     import redis
 
@@ -105,7 +112,9 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
         tmp = Path(tempfile.mkdtemp(prefix="qp-bench-redis-"))
         url = redis_server.start(tmp, write_url_file=False, persist=False).url
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    settings = KVSettings(batch_size=batch)
+    # a prefix of its own: the benchmark never touches the real pointer or namespaces of a shared server
+    settings = KVSettings(batch_size=batch, prefix=BENCH_PREFIX)
+    own_server = tmp is not None
     out: dict[str, Any] = {"keys": keys, "batch_size": batch, "iters": iters, "url": url}
     try:
         raw = redis.Redis.from_url(url, decode_responses=True)
@@ -113,7 +122,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
         out["redis_version"] = info.get("redis_version")
         rows = synthetic_rows(keys)
         ns = "nbench"
-        raw.delete(*[k for k in raw.scan_iter(match="qp:nbench*", count=1000)] or ["qp:none"])
+        _drop_prefix(raw)
         pub = KVPublisher(url, settings=settings)
         out["load_avg_1m"] = round(__import__("os").getloadavg()[0], 2)
         rep = pub.publish(rows, ns, "2026-11-01")  # new keys
@@ -121,7 +130,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
         out["publish"] = {"new_keys_per_s": round(rep.keys_per_s), "refresh_keys_per_s": round(rep2.keys_per_s),
                           "written": rep.written}
         # baseline 1: raw redis-py pipelined SET of the same encoded payloads (no validation, no GET)
-        payloads = [(f"qp:nbase:{r['query_key']}", encode_value(json.loads(r["result_json"]), r["query_norm"],
+        payloads = [(f"{BENCH_PREFIX}:nbase:{r['query_key']}", encode_value(json.loads(r["result_json"]), r["query_norm"],
                                                                   "model", "2026-11-01")) for r in rows]
         t0 = time.perf_counter()
         pipe = raw.pipeline(transaction=False)
@@ -133,7 +142,8 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
         out["publish"]["baseline_redis_py_set_keys_per_s"] = round(len(payloads) / (time.perf_counter() - t0))
         mean_len = int(statistics.fmean(len(v.encode()) for _, v in payloads))
         out["publish"]["value_bytes_mean"] = mean_len
-        bench_set = use_redis_benchmark and redis_benchmark(port, ["-t", "set", "-P", str(batch), "-n", str(max(keys, 200_000)),
+        # redis-benchmark SET writes its own key:* keys: only against a server we started
+        bench_set = use_redis_benchmark and own_server and redis_benchmark(port, ["-t", "set", "-P", str(batch), "-n", str(max(keys, 200_000)),
                                            "-d", str(mean_len), "-r", "1000000", "-c", "1"])
         if bench_set:
             out["publish"]["baseline_redis_benchmark_set"] = bench_set
@@ -142,7 +152,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
         client = QPClient(url, settings=settings)
         rng = random.Random(1)
         sample_queries = [[r["query_norm"] for r in rng.sample(rows, 50)] for _ in range(64)]
-        sample_keys = [[f"qp:{ns}:{query_key(q)}" for q in qs] for qs in sample_queries]
+        sample_keys = [[client.keys.result(ns, query_key(q)) for q in qs] for qs in sample_queries]
         assert all(v is not None for v in client.mget(sample_queries[0])), "benchmark keys must hit"
         out["mget50"] = time_interleaved({
             "qpclient": lambda i: client.mget(sample_queries[i % 64]),
@@ -152,9 +162,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
         bench_mget = use_redis_benchmark and redis_benchmark(port, ["-c", "1", "-n", str(iters * 5), "MGET", *sample_keys[0]])
         if bench_mget:
             out["mget50"]["baseline_redis_benchmark_mget"] = bench_mget
-        raw.delete(*[k for k in raw.scan_iter(match="qp:nbase:*", count=1000)] or ["qp:none"])
-        for k in list(raw.scan_iter(match="key:*", count=1000)):  # redis-benchmark's own keys
-            raw.delete(k)
+        _drop_prefix(raw)
     finally:
         if tmp is not None:
             redis_server.stop(tmp)
@@ -164,7 +172,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m qp_core.bench_kv", description=__doc__.splitlines()[0])
-    p.add_argument("--url", default=None, help="existing server (default: start a private one; it is flushed of qp:nbench*)")
+    p.add_argument("--url", default=None, help="existing server (default: start a private one); only qpbench:* keys are written and removed")
     p.add_argument("--keys", type=int, default=20_000)
     p.add_argument("--iters", type=int, default=2_000)
     p.add_argument("--batch", type=int, default=1_000)

@@ -417,6 +417,10 @@ def test_benchmark_smoke(clean_redis):
     out = bench_kv.run(clean_redis, keys=300, iters=20, batch=100, use_redis_benchmark=False)
     assert out["publish"]["written"] == 300 and out["publish"]["new_keys_per_s"] > 0
     assert out["mget50"]["qpclient"]["p50_ms"] > 0 and out["mget50"]["baseline_redis_py_mget"]["p99_ms"] > 0
+    import redis
+
+    r = redis.Redis.from_url(clean_redis)
+    assert r.dbsize() == 0, "the benchmark must leave a shared server as it found it (no pointer, no keys)"
 
 
 def test_mget_large_batch_is_chunked_in_one_pipeline(pub, clean_redis):
