@@ -125,6 +125,18 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
+def _is_redis(pid: int | None) -> bool:
+    """A live process that is a redis-server (pid files outlive servers; pids get reused)."""
+    if not _alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+        return b"redis-server" in cmdline or b"redis-check-rdb" in cmdline
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -179,7 +191,7 @@ def start(
     data_dir.mkdir(parents=True, exist_ok=True)
     pidfile, logfile = run_dir / "redis.pid", run_dir / "redis.log"
     stale = _read_pid(pidfile)
-    if _alive(stale):  # a server we recorded but can't reach: don't start a second one on top
+    if _is_redis(stale):  # a server we recorded but can't reach: don't start a second one on top
         raise RedisServerError(f"pid {stale} from {pidfile} is alive but does not answer PING; stop it first")
     pidfile.unlink(missing_ok=True)
     last_error = ""
@@ -228,7 +240,7 @@ def _write_url_file(url: str) -> None:
 
 def _kill_pidfile(pidfile: Path) -> None:
     pid = _read_pid(pidfile)
-    if _alive(pid):
+    if _is_redis(pid):
         os.kill(pid, signal.SIGTERM)
 
 
@@ -254,12 +266,12 @@ def stop(run_dir: Path | None = None) -> bool:
                 redis.Redis.from_url(url).shutdown(nosave=True)
             except redis.ConnectionError:
                 pass
-    if _alive(pid):
+    if _is_redis(pid):
         was_running = True
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if _is_redis(pid):
             logger.warning("redis-server pid %s still alive; sending SIGTERM", pid)
             os.kill(pid, signal.SIGTERM)
     url_path.unlink(missing_ok=True)

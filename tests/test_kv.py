@@ -540,3 +540,21 @@ def test_publish_job_on_an_empty_day(clean_redis, monkeypatch, tmp_path):
 
     with pytest.raises(PublishRefused, match="no results partition"):
         publish_job.main(["--dt", "2026-11-06", "--namespace", "nsE"])
+
+
+def test_redis_server_ignores_a_stale_pidfile_of_another_process(tmp_path):
+    """A pid file whose pid now belongs to some other process: start must neither refuse nor kill it."""
+    import os
+
+    from qp_core import redis_server as rs
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "redis.pid").write_text(str(os.getpid()))  # this pytest process, certainly not redis
+    server = rs.start(run_dir, write_url_file=False, persist=False)
+    try:
+        assert server.pid != os.getpid() and rs.status(run_dir).url == server.url
+    finally:
+        assert rs.stop(run_dir)
+    (run_dir / "redis.pid").write_text(str(os.getpid()))
+    assert not rs.stop(run_dir)  # and stop leaves it alone (we are still running)
