@@ -1,0 +1,16 @@
+"""Generation engines behind one interface (``GenerationEngine.generate(list_of_messages) -> list[Generation]``).
+
+``vllm`` (vLLM's offline ``LLM``: structured JSON output, prefix caching) is the main path; ``hf`` (plain
+transformers ``generate``) is a fallback behind the same interface for machines where vLLM can't run.
+Backends are imported lazily by ``make_engine`` so importing this package stays cheap.
+"""
+
+from qp_core.engines.base import (
+    EngineSettings,
+    Generation,
+    GenerationEngine,
+    engine_settings_for,
+    make_engine,
+)
+
+__all__ = ["EngineSettings", "Generation", "GenerationEngine", "engine_settings_for", "make_engine"]

@@ -1,0 +1,161 @@
+"""The engine interface, its settings, and the factory.
+
+An engine turns chat prompts (``[{"role": ..., "content": ...}, ...]``) into one ``Generation`` per prompt,
+in input order. Failures are per row (``error`` set, ``text`` empty) so one bad prompt never sinks a shard:
+a prompt longer than ``max_prompt_tokens`` is flagged ``prompt_too_long`` and not sent to the model.
+
+Settings come from ``conf/generation.yaml`` (section ``engine``), then the model's profile
+(``conf/profiles/<name>.yaml``: dtype, lengths and its ``engine`` overrides) — see ``engine_settings_for``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+@dataclass
+class Generation:
+    """One model answer. ``finish_reason``: ``stop`` (EOS), ``length`` (hit max_tokens) or ``error``."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    error: str | None = None
+    latency_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EngineSettings(BaseModel):
+    """How to run a model. Field names are the YAML keys of ``conf/generation.yaml`` → ``engine``."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["vllm", "hf"] = "vllm"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = 2048
+    max_prompt_tokens: int = 1536
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+    # constrained decoding to qp_core.schema.json_schema(); guidance: valid 32/32 (DESIGN §5)
+    structured_output: bool = True
+    structured_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = "guidance"
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = True  # CPU: 15-50 s start instead of ~60 s
+    max_num_seqs: int = 128
+    # CPU only: KV cache size (GiB) and cores vLLM leaves to the frontend (0 = use all; 1.5x faster on 2 cores)
+    kv_cache_space_gib: int = 1
+    cpu_reserved_cores: int = 0
+    # GPU only
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    # hf backend: prompts per transformers.generate call
+    hf_batch_size: int = 16
+    # passed through to vllm.LLM as is (escape hatch for deployment-specific options)
+    llm_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class GenerationEngine(ABC):
+    """Batch generator over chat prompts. Use as a context manager, or call ``close()``."""
+
+    name = "base"
+
+    def __init__(self, model_dir: str | Path, settings: EngineSettings):
+        self.model_dir = Path(model_dir)
+        self.settings = settings
+
+    @abstractmethod
+    def generate(self, messages: Sequence[Messages], max_tokens: int | None = None) -> list[Generation]:
+        """One ``Generation`` per prompt, in order; ``max_tokens`` defaults to ``settings.max_new_tokens``."""
+
+    def count_prompt_tokens(self, messages: Messages) -> int:
+        return len(self.render(messages))
+
+    @abstractmethod
+    def render(self, messages: Messages) -> list[int]:
+        """Token ids of the chat-templated prompt (with the assistant turn opened)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Free the model (and any worker processes)."""
+
+    def __enter__(self) -> "GenerationEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def render_chat(tokenizer: Any, messages: Messages) -> list[int]:
+    """Chat template applied with the generation prompt, as token ids (no extra BOS beyond the template's)."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def model_profile_name(model_dir: str | Path) -> str | None:
+    """The profile a model directory was made with: ``qp_model.json`` (created) or ``meta.json`` (registry)."""
+    for name in ("meta.json", "qp_model.json"):
+        path = Path(model_dir) / name
+        if path.exists():
+            try:
+                prof = json.loads(path.read_text(encoding="utf-8")).get("profile")
+            except (OSError, ValueError):
+                continue
+            if prof:
+                return str(prof)
+    return None
+
+
+def engine_settings_for(model_dir: str | Path, base: EngineSettings | None = None, profile: str | None = None) -> EngineSettings:
+    """``base`` (conf/generation.yaml) with the model profile's dtype, lengths and ``engine`` overrides on top."""
+    from qp_core.config import ConfigError
+    from qp_core.modeling import load_profile
+
+    base = base or EngineSettings()
+    name = profile or model_profile_name(model_dir)
+    if not name:
+        return base
+    try:
+        prof = load_profile(name)
+    except ConfigError:
+        logger.warning("model %s names profile %r which has no conf file; using engine defaults", model_dir, name)
+        return base
+    data = base.model_dump()
+    data.update(
+        dtype=prof.dtype if base.dtype == "auto" else base.dtype,
+        max_model_len=prof.max_model_len,
+        max_prompt_tokens=prof.max_prompt_tokens,
+        max_new_tokens=prof.max_new_tokens,
+    )
+    data.update(prof.engine)
+    return EngineSettings.model_validate(data)
+
+
+def make_engine(model_dir: str | Path, settings: EngineSettings | None = None) -> GenerationEngine:
+    """Start the engine ``settings.backend`` names on ``model_dir``. vLLM needs a ``__main__`` guard in scripts."""
+    settings = settings or EngineSettings()
+    if settings.backend == "vllm":
+        from qp_core.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_dir, settings)
+    if settings.backend == "hf":
+        from qp_core.engines.hf_engine import HFEngine
+
+        return HFEngine(model_dir, settings)
+    raise ValueError(f"unknown engine backend {settings.backend!r}")
