@@ -4,8 +4,10 @@
 --   :version_change  TRUE when the target namespace is new while another one is live: everything is regenerated
 --   :dt, :refresh_days  a result at least refresh_days old is stale
 --   :budget  at most this many rows, highest frequency first (then UV, then key, so ties are deterministic)
+-- Only what was published BEFORE :dt counts as held, so re-running a date selects exactly what its first
+-- run selected (the rerun/backfill idempotence contract) instead of nothing.
 WITH held AS (
-  SELECT query_key, max(last_dt) AS last_dt FROM {manifest} GROUP BY query_key
+  SELECT query_key, max(last_dt) AS last_dt FROM {manifest} WHERE last_dt < :dt GROUP BY query_key
 ),
 candidates AS (
   SELECT
