@@ -137,3 +137,62 @@ def test_report_files_and_table(tmp_path):
     md = out["md"].read_text()
     assert "| stage 2 SFT (recent) | **70.00** |" in md and "99.00" in md
     assert out["loss_png"].stat().st_size > 1000 and out["metrics_png"].stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------- CI-sized chain (slow)
+
+
+@pytest.fixture
+def ci_home(tmp_path, monkeypatch, small_world):
+    """A fresh QP_HOME whose lake holds a copy of the small world's raw datasets."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(small_world / "raw", home / "lake" / "raw")
+    monkeypatch.setenv("QP_HOME", str(home))
+    monkeypatch.delenv("QP_LAKE_ROOT", raising=False)
+    monkeypatch.delenv("QP_REGISTRY", raising=False)
+    return home
+
+
+@pytest.mark.slow
+def test_ci_chain_end_to_end(ci_home, spark):
+    from qp_core import registry
+    from qp_core.metrics import evaluate
+    from qp_core.normalize import normalize_query
+    from qp_core.training.chain import STAGES, make_context, run_chain, run_stage
+    from qp_core.training.data import read_dataset
+
+    ctx = make_context("ci")
+    info = run_chain(ctx, aux={"spark": spark})
+    assert list(info) == list(STAGES)
+
+    # aux: one partition per task, golden queries excluded
+    aux = read_dataset("training/aux")
+    assert {r["task"] for r in aux} == set(ctx.settings.tasks)
+    golden = {normalize_query(r["query"]) for r in read_dataset("raw/golden")}
+    assert not golden & {r["query"] for r in aux}
+    assert all(json.loads(r["prompt"])[0]["role"] == "system" and r["completion"].startswith("{") for r in aux)
+
+    # stage 1 mixing: round(λ·N_unified) aux rows
+    s1 = info["sft1"]
+    assert s1["aux_rows"] == round(ctx.settings.sft1.lambda_aux * s1["unified_rows"])
+    assert info["sft2"]["rows"] <= s1["unified_rows"]
+
+    # report rows: name + every key of metrics.evaluate
+    rows = json.loads(Path(info["evaluate"]["report"]["json"]).read_text())
+    names = [r["name"] for r in rows]
+    assert names[0] == "legacy pipeline" and any("stage 2" in n for n in names)
+    keys = set(evaluate([None], [{"query": "x", **json.loads(read_dataset("raw/golden")[0]["label"])}]))
+    assert all(keys <= set(r) for r in rows)
+    assert Path(info["evaluate"]["report"]["md"]).read_text().count("|") > 20
+
+    # registry: the final stage registered with its versions, promoted (first model)
+    prod = registry.production()
+    assert prod is not None and prod.version == info["promote"]["version"]
+    assert prod.profile == "tiny" and prod.rules_mode == "compact" and prod.rules_version and prod.metrics
+    assert (Path(prod.path) / "config.json").exists()
+
+    # resumable: a finished stage is skipped on rerun
+    again = run_stage(make_context("ci"), "sft1")
+    assert again["wall_s"] == info["sft1"]["wall_s"]

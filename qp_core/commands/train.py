@@ -26,12 +26,12 @@ def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
     from qp_core.training.chain import make_context
 
     console = console or _console()
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return make_context(section, profile=profile, run_id=run_id, dt=dt, fresh=fresh,
                         overrides=None if context else {"context": False},
-                        progress=lambda m: console.log(m))
+                        progress=lambda m: console.log(m, markup=False))
 
 
 def _print_reports(console, ctx, info) -> None:

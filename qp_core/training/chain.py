@@ -281,6 +281,10 @@ def stage_evaluate(ctx: ChainContext, include_base: bool = False, legacy: bool =
     names = (["legacy"] if legacy else []) + _eval_stage_names(ctx, include_base)
     for name in names:
         cache = out / f"{name}.json"
+        skipped = (stage_done(ctx, name) or {}).get("skipped")
+        if skipped and name == "grpo" and "sft2" in results:
+            results[name] = {**results["sft2"], "note": f"GRPO skipped ({skipped}): stage-2 model"}
+            continue
         if cache.exists():
             results[name] = json.loads(cache.read_text(encoding="utf-8"))
             continue
@@ -402,6 +406,9 @@ def run_stage(ctx: ChainContext, stage: str, *, rerun: bool = False, **kwargs: A
         ctx.progress(f"[{stage}] already done ({done.get('wall_s', 0):.0f}s) — skipped")
         return done
     ctx.progress(f"[{stage}] start")
+    from qp_core.training.sft import setup_torch
+
+    setup_torch(ctx.settings.threads)
     t0 = time.time()
     info = STAGE_FUNCS[stage](ctx, **kwargs)
     info["wall_s"] = round(time.time() - t0, 1)

@@ -26,22 +26,12 @@ from qp_core.training.sft import StageResult, latest_checkpoint, load_stage_resu
 
 logger = logging.getLogger(__name__)
 
-REWARD_ORDER = ("format", "ner", "seg", "tw", "taxonomy", "intent")
-
-
 def reward_functions(weights: dict[str, float]) -> tuple[list[Callable], list[float]]:
-    """TRL reward functions (one per sub-task + format) and their weights, in ``REWARD_ORDER``."""
-    from qp_core import rewards
+    """TRL reward functions (one per sub-task + format) and weights w_k: ``conf/rewards.yaml`` unless the
+    training section overrides them (``grpo.weights``)."""
+    from qp_core.rewards import reward_funcs_and_weights
 
-    table = rewards.reward_funcs()
-    funcs, ws = [], []
-    for name in REWARD_ORDER:
-        w = float(weights.get(name, 0.0))
-        if w == 0.0 or name not in table:
-            continue
-        funcs.append(table[name])
-        ws.append(w)
-    return funcs, ws
+    return reward_funcs_and_weights(weights=weights or None)
 
 
 def grpo_config(out_dir: str | Path, g: GRPOSettings, weights: list[float], *, bf16: bool, seed: int, use_cpu: bool):
