@@ -163,3 +163,25 @@ def test_empty_day_passes_with_empty_partition(legacy):
     (part / "_manifest.json").write_text(json.dumps({"dt": dt, "rows": 0, "shards": []}))
     out = run_validation(dt, version, ValidationSettings(), legacy=legacy)
     assert out.rows == [] and out.report["passed"] is True and out.report["rows"] == 0
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_real_engine_outputs_end_to_end(legacy, vllm_engine):
+    """prompts → vLLM (random-init tiny model) → validation: every query ends with a valid result."""
+    from qp_core.generate import GenerationSettings, run_generation
+    from tests.fixtures.engine import engine_settings
+
+    dt, version = "2026-11-10", "v-e2e"
+    queries = [_label(b, t)[0] for b in BRANDS for t in (None, "推荐")]
+    write_prompt_shards(dt, queries, shard_size=4)
+    run_generation(dt, vllm_engine.model_dir, version, settings=GenerationSettings(engine=engine_settings()),
+                   engine=vllm_engine, progress=False)
+    outcome = run_validation(dt, version, ValidationSettings(min_valid_rate=0.0), legacy=legacy)
+    assert len(outcome.rows) == len(queries)
+    for r in outcome.rows:
+        assert r["src"] in {"model", "fallback"}
+        assert not validation_errors(json.loads(r["result_json"]), r["query_norm"])
+    rep = outcome.report
+    assert rep["valid"] + rep["fallback"] == len(queries) and rep["unresolved"] == 0
+    assert sum(rep["finish_reasons"].values()) == len(queries) and rep["tokens"]["completion_total"] > 0
