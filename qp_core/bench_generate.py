@@ -63,7 +63,7 @@ def _default_model(tmp: Path) -> tuple[str, str]:
 
 
 def run_bench(model_dir: str, n: int, modes: list[str], max_new_tokens: int, context: bool,
-              caching: list[bool], structured: bool = True) -> list[dict[str, Any]]:
+              caching: list[bool], structured: bool = True, backend: str = "vllm") -> list[dict[str, Any]]:
     from qp_core.engines import engine_settings_for, make_engine
     from qp_core.generate import load_generation_settings
     from qp_core.parse import parse_output
@@ -74,7 +74,7 @@ def run_bench(model_dir: str, n: int, modes: list[str], max_new_tokens: int, con
     base = load_generation_settings().engine
     for cache in caching:
         settings = engine_settings_for(model_dir, base)
-        settings = settings.model_copy(update=dict(enable_prefix_caching=cache, structured_output=structured,
+        settings = settings.model_copy(update=dict(backend=backend, enable_prefix_caching=cache, structured_output=structured,
                                                    max_new_tokens=max_new_tokens, max_prompt_tokens=7000,
                                                    max_model_len=max(settings.max_model_len, 8192)))
         started = time.perf_counter()
@@ -94,7 +94,7 @@ def run_bench(model_dir: str, n: int, modes: list[str], max_new_tokens: int, con
                 comp_tok = sum(g.completion_tokens for g in ok)
                 valid = sum(parse_output(g.text, q).result is not None for g, (q, _, _) in zip(gens, triples[4:]))
                 rows.append({
-                    "rules_mode": mode, "prefix_caching": cache, "prompts": len(timed), "errors": len(gens) - len(ok),
+                    "backend": backend, "rules_mode": mode, "prefix_caching": cache, "prompts": len(timed), "errors": len(gens) - len(ok),
                     "engine_start_s": round(start_s, 1), "wall_s": round(wall, 2),
                     "generations_per_s": round(len(ok) / wall, 2),
                     "completion_tokens_per_s": round(comp_tok / wall, 1),
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-context", action="store_true", help="query only: no history/notes in the user message")
     p.add_argument("--caching", default="on,off", help="which prefix-caching settings to run")
     p.add_argument("--no-structured", action="store_true")
+    p.add_argument("--backend", choices=["vllm", "hf"], default="vllm",
+                   help="hf: the transformers fallback (no prefix caching, no constrained decoding)")
     p.add_argument("--out", default=None, help="write the report JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_dir, model_desc = (args.model_dir, "given") if args.model_dir else _default_model(Path(tmp))
         rows = run_bench(model_dir, args.n, [m for m in args.modes.split(",") if m], args.max_new_tokens,
                          not args.no_context, [c == "on" for c in args.caching.split(",") if c],
-                         structured=not args.no_structured)
+                         structured=not args.no_structured, backend=args.backend)
     report = {"model_dir": model_dir, "model": model_desc, "cells": rows, "speedup_on_vs_off": speedups(rows),
               "cpu_count": os.cpu_count(), "loadavg_at_end": os.getloadavg()}
     from rich.console import Console
