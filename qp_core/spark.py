@@ -85,10 +85,26 @@ def get_session(app_name: str, settings: SparkSettings | None = None) -> "SparkS
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
+    _quiet_known_warnings(spark)
     # getOrCreate may hand back a session built elsewhere: the lake contract must still hold.
     for key, value in REQUIRED_CONF.items():
         spark.conf.set(key, value)
     return spark
+
+
+#: Loggers whose warnings are expected here: the top-k selection and the shard numbering are global
+#: orderings over a set capped by the daily budget, so "no partition defined for window" is by design.
+_QUIET_LOGGERS = ("org.apache.spark.sql.execution.window.WindowExec",)
+
+
+def _quiet_known_warnings(spark: "SparkSession") -> None:
+    try:
+        jvm = spark.sparkContext._jvm
+        level = jvm.org.apache.logging.log4j.Level.ERROR
+        for name in _QUIET_LOGGERS:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+    except Exception:  # pragma: no cover - a logging nicety must never fail a job
+        logger.debug("could not lower log levels of %s", _QUIET_LOGGERS, exc_info=True)
 
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -158,6 +174,7 @@ def submit_command(job: str, args: list[str], settings: SparkSettings | None = N
         raise FileNotFoundError(f"no job script {script}")
     cmd = [spark_submit_path(), "--master", settings.master, "--name", f"qp-{job}"]
     conf = settings.spark_conf()
+    conf.setdefault("spark.log.level", settings.log_level)  # quiet from the first line, not only after start
     conf.setdefault("spark.pyspark.python", sys.executable)
     conf.setdefault("spark.pyspark.driver.python", sys.executable)
     for key, value in conf.items():

@@ -94,8 +94,10 @@ def test_malformed_reason_rules():
 
 
 def test_tokenize_cjk_bigrams_and_latin_words():
-    assert tokenize("雅诗兰黛 1C1") == ["雅", "诗", "兰", "黛", "雅诗", "诗兰", "兰黛", "1c1"]
-    assert tokenize("Retro-X 帐篷!") == ["retro", "x", "帐", "篷", "帐篷"]
+    assert tokenize("雅诗兰黛 1C1") == ["雅诗", "诗兰", "兰黛", "1c1"]
+    assert tokenize("雅诗兰黛", cjk_unigrams=True) == ["雅", "诗", "兰", "黛", "雅诗", "诗兰", "兰黛"]
+    assert tokenize("Retro-X 帐篷!") == ["retro", "x", "帐篷"]
+    assert tokenize("买 iPhone15 的壳") == ["买", "iphone15", "的壳"]
     assert tokenize(None) == []
 
 
@@ -284,5 +286,35 @@ def test_sample_runs_under_spark_submit(lake, monkeypatch):
     assert cmd[1:3] == ["--master", "local[1]"] and cmd[-5].endswith("jobs/sample.py")
     proc = subprocess.run(cmd, env=submit_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "selected 3" in proc.stderr
+    assert "selected 3" in proc.stdout + proc.stderr  # the job logs its row counts
     assert {r["query_norm"] for r in read("curated/query_sample")} == {"dior 口红", "粉底液", "露营 帐篷"}
+
+
+# ----------------------------------------------------------------------------------- the synthetic world
+def test_chain_on_small_world(spark, small_world, tmp_path, monkeypatch):
+    """sample -> context -> prompts on the WORLD helper's small world (its raw/ linked read-only)."""
+    import pyarrow.parquet as pq
+
+    from jobs import context, prompts, sample
+
+    root = tmp_path / "lake"
+    root.mkdir()
+    (root / "raw").symlink_to(small_world / "raw", target_is_directory=True)
+    monkeypatch.setenv("QP_LAKE_ROOT", str(root))
+    dt = "2026-11-02"
+
+    s = sample.main(["--dt", dt, "--namespace", "ns1"], spark=spark)
+    log_rows = pq.read_table(paths.partition("raw/query_log", dt)).num_rows
+    assert s.rows == log_rows
+    assert 0 < sum(s.quarantined.values()) < 0.05 * log_rows  # the world's malformed rows, set aside
+    assert set(s.quarantined) <= {"null", "empty", "too_long", "symbols_only"}
+    assert s.selected == {"missing": s.distinct_queries}  # cold start, budget not reached
+
+    c = context.main(["--dt", dt], spark=spark)
+    assert c.queries == s.selected_total and c.log_days == 2
+    assert c.with_history > 0.1 * c.queries  # sessions refine queries: history is common
+    assert c.with_notes > 0.5 * c.queries
+
+    p = prompts.main(["--dt", dt, "--rules-mode", "compact"], spark=spark)
+    assert p.rows == s.selected_total and sum(x["rows"] for x in p.shards) == p.rows
+    assert len(p.prefix_hashes) == 1

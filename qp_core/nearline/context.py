@@ -68,21 +68,28 @@ def history(spark: "SparkSession", log: "DataFrame", targets: "DataFrame", setti
 
 
 def candidate_notes(
-    spark: "SparkSession", notes: "DataFrame", targets: "DataFrame", settings: SamplingSettings
+    spark: "SparkSession", notes: "DataFrame", targets: "DataFrame", settings: SamplingSettings,
+    cached: list | None = None,
 ) -> "DataFrame":
-    """query_key -> notes (rendered text of the top m notes by BM25, best first), for targets with any."""
+    """query_key -> notes (rendered text of the top m notes by BM25, best first), for targets with any.
+
+    Intermediate frames read more than once are cached; they are appended to ``cached`` for the caller
+    to unpersist once the result is written.
+    """
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
     terms_schema = StructType([StructField("note_id", StringType()), StructField("term", StringType()),
                                StructField("tf", LongType()), StructField("dl", LongType())])
     note_terms = notes.select("note_id", "title", "body", "tags").mapInArrow(
-        partial(tokenize_batches, id_col="note_id", text_cols=("title", "body", "tags")), terms_schema
+        partial(tokenize_batches, id_col="note_id", text_cols=("title", "body", "tags"),
+                cjk_unigrams=settings.bm25_cjk_unigrams), terms_schema
     ).cache()
     q_schema = StructType([StructField("query_key", StringType()), StructField("term", StringType()),
                            StructField("tf", LongType()), StructField("dl", LongType())])
     query_terms = targets.select("query_key", "query_norm").mapInArrow(
-        partial(tokenize_batches, id_col="query_key", text_cols=("query_norm",)), q_schema
+        partial(tokenize_batches, id_col="query_key", text_cols=("query_norm",),
+                cjk_unigrams=settings.bm25_cjk_unigrams), q_schema
     ).select("query_key", "term")
     top = run_sql(
         spark, "context_bm25", note_terms=note_terms, query_terms=query_terms,
@@ -90,6 +97,8 @@ def candidate_notes(
         df_cut_min_docs=settings.bm25_df_cut_min_docs, min_score=settings.bm25_min_score,
         top_m=settings.notes_top_m,
     ).cache()
+    if cached is not None:
+        cached += [note_terms, top]
     # Render each chosen note once (not once per query that picked it).
     chosen = notes.join(top.select("note_id").distinct(), "note_id").select("note_id", "title", "body", "tags")
     rendered = chosen.mapInArrow(render_note_batches, "note_id string, note_text string")
@@ -107,6 +116,7 @@ def build_context(
     log: "DataFrame | None",
     notes: "DataFrame | None",
     settings: SamplingSettings,
+    cached: list | None = None,
 ) -> "DataFrame":
     """targets (query_norm, query_key) -> (query_norm, query_key, history, notes); every target gets a row."""
     from pyspark.sql import functions as F
@@ -117,7 +127,7 @@ def build_context(
     else:
         out = out.withColumn("history", F.lit(None).cast("array<string>"))
     if notes is not None and settings.notes_top_m > 0:
-        out = out.join(candidate_notes(spark, notes, targets, settings), "query_key", "left")
+        out = out.join(candidate_notes(spark, notes, targets, settings, cached), "query_key", "left")
     else:
         out = out.withColumn("notes", F.lit(None).cast("array<string>"))
     empty = F.array().cast("array<string>")
@@ -150,7 +160,8 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings) -> ContextRe
     targets = spark.read.parquet(str(src)).select("query_norm", "query_key")
     log, days = read_log_window(spark, dt, settings.history_lookback_days)
     notes = read_notes(spark, dt)
-    context = build_context(spark, targets, log, notes, settings)
+    _cached: list = []
+    context = build_context(spark, targets, log, notes, settings, _cached)
 
     out = paths.partition(QUERY_CONTEXT, dt)
     context.coalesce(1).write.mode("overwrite").parquet(str(out))
@@ -164,7 +175,8 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings) -> ContextRe
         with_notes=stats["with_notes"] or 0, log_days=days,
         log_rows=log.count() if log is not None else 0, notes_pool=notes.count() if notes is not None else 0,
     )
-    spark.catalog.clearCache()
+    for frame in _cached:
+        frame.unpersist()
     logger.info(
         "context dt=%s: %d queries, %d with history (%d log days, %d rows), %d with notes (pool %d)",
         dt, report.queries, report.with_history, report.log_days, report.log_rows, report.with_notes,

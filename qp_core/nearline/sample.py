@@ -133,12 +133,13 @@ def run(
     built = build_sample(spark, log, dt, namespace, settings, previous_namespace)
     report = SampleReport(dt=dt, namespace=namespace, mode=built["mode"])
     try:
-        report.rows = built["normalized"].count()
+        # One pass counts rows and malformed reasons (and fills the cache the later steps read).
+        counts = built["normalized"].groupBy("malformed").agg(F.count("*").alias("n")).collect()
+        report.rows = sum(r["n"] for r in counts)
+        report.quarantined = {r["malformed"]: r["n"] for r in counts if r["malformed"] is not None}
         # Quarantine: malformed rows are set aside with their reason, counted, never fatal, never silent.
         q_path = paths.partition(QUARANTINE, dt)
         built["quarantine"].coalesce(1).write.mode("overwrite").parquet(str(q_path))
-        counts = spark.read.parquet(str(q_path)).groupBy("reason").agg(F.count("*").alias("n")).collect()
-        report.quarantined = {r["reason"]: r["n"] for r in counts}
         report.distinct_queries = built["queries"].count()
 
         s_path = paths.partition(QUERY_SAMPLE, dt)

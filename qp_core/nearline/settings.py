@@ -24,6 +24,8 @@ class SamplingSettings(BaseModel):
     #: the df-ratio cut applies only to pools at least this large (in a tiny pool every term is "common")
     bm25_df_cut_min_docs: int = Field(100, ge=1)
     bm25_min_score: float = 0.0
+    #: index every CJK character as a unigram as well as bigrams (slower, see ``nearline.text.tokenize``)
+    bm25_cjk_unigrams: bool = False
     # prompts
     rules_mode: Literal["compact", "full"] = "compact"
     shard_size: int = Field(256, ge=1)
