@@ -160,9 +160,27 @@ def test_sample_reasons_against_manifests(spark, lake):
     assert got == dict.fromkeys(["fresh", "stale", "edge", "new"], "version_change")
     assert report.mode == "version_change"
 
-    # No manifest and nothing live: a cold start, everything is missing.
-    sample.main(["--dt", DT, "--namespace", "ns3"], spark=spark)
-    assert {r["reason"] for r in read("curated/query_sample")} == {"missing"}
+    # A namespace nobody named, while ns1 served before DT: still a version change (what a rerun sees once
+    # the pointer names the new namespace and no --previous-namespace is passed).
+    report = sample.main(["--dt", DT, "--namespace", "ns3"], spark=spark)
+    assert report.mode == "version_change"
+    assert {r["reason"] for r in read("curated/query_sample")} == {"version_change"}
+
+
+def test_sample_as_of_date_cold_start_and_rerun_after_publish(spark, lake):
+    """A rerun of a date after its own publish (manifest stamped with that date) chooses the same set."""
+    from jobs import sample
+
+    write_log(DT, [("u1", "s1", 0, "a"), ("u2", "s1", 1, "a"), ("u1", "s1", 2, "b"), ("u1", "s1", 3, "c")])
+    first = sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+    assert first.mode == "cold_start" and first.selected == {"missing": 3}
+    before = sorted(map(str, read("curated/query_sample")))
+
+    # What the publish step then writes: every chosen query stamped DT; a later date refreshed "c".
+    write_manifest("ns1", [("a", DT), ("b", DT), ("c", "2026-11-12")])
+    again = sample.main(["--dt", DT, "--namespace", "ns1"], spark=spark)
+    assert again.mode == "cold_start"
+    assert sorted(map(str, read("curated/query_sample"))) == before
 
 
 def test_sample_rerun_is_idempotent(spark, lake):

@@ -61,21 +61,54 @@ def normalized_log(spark: "SparkSession", df: "DataFrame", max_chars: int) -> "D
     return df.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
 
 
-def read_manifest(spark: "SparkSession", namespace: str | None) -> "DataFrame | None":
-    """What the namespace holds, or None when it has no manifest (never published)."""
+def read_manifest(spark: "SparkSession", namespace: str | None, dt: str) -> "DataFrame | None":
+    """What the namespace held before ``dt`` (rows with ``last_dt < dt``), or None when it held nothing.
+
+    "As of dt" makes a rerun of a date choose the same set as its first run: the first run's own publish
+    stamped its queries with ``last_dt = dt``, and a later date's publish with a later one, so both are
+    left out and the queries count as missing again, exactly as they did.
+    """
+    from pyspark.sql import functions as F
+
     if not namespace:
         return None
     path = manifest_path(namespace)
     if not path_exists(path):
         return None
-    return spark.read.parquet(str(path)).select("query_key", "query_norm", "last_dt")
+    held = spark.read.parquet(str(path)).select("query_key", "query_norm", "last_dt").where(F.col("last_dt") < dt)
+    return held if held.limit(1).count() else None
 
 
-def select_mode(has_manifest: bool, previous_namespace: str | None, namespace: str) -> str:
-    """``incremental`` (compare with the manifest), ``version_change`` or ``cold_start`` (all ``missing``)."""
-    if has_manifest:
+def other_namespace_served(spark: "SparkSession", namespace: str, dt: str) -> bool:
+    """True when some other namespace's manifest holds results from before ``dt`` (a model served then)."""
+    from pyspark.sql import functions as F
+
+    root = paths.dataset(KV_MANIFEST)
+    if not path_exists(root):
+        return False
+    others = [p for p in root.glob("ns=*") if p.name != f"ns={namespace}" and path_exists(p)]
+    if not others:
+        return False
+    df = spark.read.option("basePath", str(root)).parquet(*[str(p) for p in others])
+    return bool(df.where(F.col("last_dt") < dt).limit(1).count())
+
+
+def select_mode(
+    spark: "SparkSession", held: "DataFrame | None", namespace: str, dt: str, previous_namespace: str | None
+) -> str:
+    """How the day's set is chosen.
+
+    * ``incremental``: the target namespace held results before ``dt``: missing and stale queries;
+    * ``version_change``: it held none, but another namespace was live (``--previous-namespace`` says so,
+      or — on a rerun, when the pointer already names the target — another namespace's manifest holds
+      results from before ``dt``): everything is regenerated;
+    * ``cold_start``: nothing was ever published: everything, as ``missing``.
+    """
+    if held is not None:
         return "incremental"
     if previous_namespace and previous_namespace != namespace:
+        return "version_change"
+    if other_namespace_served(spark, namespace, dt):
         return "version_change"
     return "cold_start"
 
@@ -101,8 +134,8 @@ def build_sample(
     good = norm.where(F.col("malformed").isNull())
     queries = run_sql(spark, "sample_aggregate", rows=good)
 
-    manifest = read_manifest(spark, namespace)
-    mode = select_mode(manifest is not None, previous_namespace, namespace)
+    manifest = read_manifest(spark, namespace, dt)
+    mode = select_mode(spark, manifest, namespace, dt, previous_namespace)
     if manifest is None:
         manifest = spark.createDataFrame([], MANIFEST_SCHEMA)
     sample = run_sql(
