@@ -101,6 +101,35 @@ def test_tokenize_cjk_bigrams_and_latin_words():
     assert tokenize(None) == []
 
 
+def test_submit_command_carries_master_conf_and_interpreter():
+    import sys
+
+    from qp_core.spark import SparkSettings, submit_command, submit_env
+
+    cmd = submit_command("context", ["--dt", DT], SparkSettings(master="local-cluster[2,1,1024]"))
+    assert cmd[0].endswith("spark-submit") and cmd[1:3] == ["--master", "local-cluster[2,1,1024]"]
+    assert "spark.sql.sources.partitionColumnTypeInference.enabled=false" in cmd  # forced, whatever the conf
+    assert f"spark.pyspark.python={sys.executable}" in cmd
+    assert cmd[-3:] == [str(paths.REPO_ROOT / "jobs" / "context.py"), "--dt", DT]
+    assert submit_env({})["PYSPARK_PYTHON"] == sys.executable
+    with pytest.raises(FileNotFoundError):
+        submit_command("no_such_job", [])
+
+
+def test_run_sql_binds_named_parameters_and_rejects_typos(spark):
+    from qp_core.spark import run_sql
+
+    queries = spark.createDataFrame([("k1", "a", 3, 1), ("k2", "b", 1, 1)],
+                                    "query_key string, query_norm string, freq long, uv long")
+    manifest = spark.createDataFrame([("k2", "b", "2026-11-01")], "query_key string, query_norm string, last_dt string")
+    rows = run_sql(spark, "sample_select", queries=queries, manifest=manifest, version_change=False, dt=DT,
+                   refresh_days=5, budget=10).orderBy("rank").collect()
+    assert [(r["query_key"], r["reason"], r["rank"]) for r in rows] == [("k1", "missing", 1), ("k2", "stale", 2)]
+    with pytest.raises(ValueError, match="unknown parameters"):
+        run_sql(spark, "sample_select", queries=queries, manifest=manifest, version_change=False, dt=DT,
+                refresh_days=5, budget=10, budgte=3)
+
+
 # ------------------------------------------------------------------------------------------------ sample
 def test_sample_quarantine_dedupe_freq_uv(spark, lake):
     from jobs import sample
