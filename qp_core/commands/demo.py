@@ -105,7 +105,8 @@ def _airflow_progress(line: str) -> str | None:
 @app.callback()
 def demo(
     dt: str = typer.Option(None, "--dt", help="date to process (default: newest query-log partition)"),
-    budget: int = typer.Option(None, "--budget", help="cap on queries generated for the date (default: conf)"),
+    budget: int = typer.Option(2000, "--budget", help="queries generated for the date, most frequent first "
+                               "(0: conf/sampling.yaml daily_budget); keeps the demo within minutes on 2 cores"),
     samples: int = typer.Option(5, "--samples", help="KV entries to print"),
 ) -> None:
     """Run the whole daily pipeline for one date through Airflow and read the results back."""
