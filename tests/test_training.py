@@ -196,3 +196,47 @@ def test_ci_chain_end_to_end(ci_home, spark):
     # resumable: a finished stage is skipped on rerun
     again = run_stage(make_context("ci"), "sft1")
     assert again["wall_s"] == info["sft1"]["wall_s"]
+
+
+def test_grpo_trains_with_the_metric_rewards(base_model, tmp_path):
+    """TRL GRPOTrainer on CPU with one reward per sub-task + format, from (and KL-anchored to) a given model."""
+    from qp_core.training.config import load_training_settings
+    from qp_core.training.grpo import train_grpo
+
+    g = load_training_settings("ci").grpo.model_copy(update={"max_steps": 1, "save_steps": 1})
+    rows = [{"query": "雅诗兰黛粉底液", "label": LABEL, "history": [], "notes": [], "target": "ner"},
+            {"query": "兰蔻", "label": LABEL.replace("雅诗兰黛粉底液", "兰蔻"), "history": [], "notes": [], "target": "seg"}]
+    res = train_grpo(base_model, rows, tmp_path / "grpo", g, rules_mode="compact", threads=1)
+    assert (res.model_dir / "config.json").exists()
+    assert res.extra["steps"] == 1 and res.extra["multi_objective_aggregation"] == "sum_then_normalize"
+    assert len(res.extra["reward_funcs"]) == len(res.extra["reward_weights"]) >= 5
+    logged = [h for h in res.log_history if "reward" in h]
+    assert logged and all(k in logged[0] for k in ("kl", "reward_std"))
+
+
+@pytest.mark.parametrize("pred", [
+    json.loads(LABEL),  # perfect
+    {**json.loads(LABEL), "entities": [{"text": "雅诗兰黛", "type": "product_series"}]},  # wrong type
+    {**json.loads(LABEL), "segments": ["雅诗", "兰黛", "粉底液"], "weights": [3, 3, 2]},  # wrong split
+    {**json.loads(LABEL), "weights": [2, 2]},  # wrong weights
+    {**json.loads(LABEL), "category": ["美食/探店", "美妆/彩妆"]},  # wrong top-1, half the label set
+    {**json.loads(LABEL), "weights": [3]},  # breaks the contract: parsed as empty by both
+])
+def test_rewards_equal_metrics_on_the_same_input(pred):
+    """What GRPO optimises is what the report measures: per-query rewards × 100 = metrics on that query."""
+    from qp_core.metrics import evaluate
+    from qp_core.rewards import per_task_rewards, reward_funcs
+    from qp_core.parse import parse_output
+
+    query = "雅诗兰黛粉底液"
+    ref = {**json.loads(LABEL), "query": query}
+    text = json.dumps(pred, ensure_ascii=False)
+    rewards = per_task_rewards(text, LABEL, query)
+    m = evaluate([parse_output(text, query).result], [ref])  # as the chain's evaluation scores outputs
+    for task, key in (("ner", "ner_f1"), ("seg", "seg_f1"), ("tw", "tw_f1"), ("taxonomy", "taxonomy")):
+        assert rewards[task] * 100 == pytest.approx(m[key], abs=1e-6), task
+    # the TRL-signature functions GRPOTrainer calls give the same numbers
+    funcs = reward_funcs()
+    completions = [[{"role": "assistant", "content": text}]]
+    for task in ("ner", "seg", "tw", "taxonomy"):
+        assert funcs[task](completions, label=[LABEL], query=[query])[0] == pytest.approx(rewards[task])

@@ -328,7 +328,7 @@ def _report_notes(ctx: ChainContext, results: dict[str, dict[str, Any]]) -> list
         f"profile {s.profile} (rules_mode {ctx.rules_mode}), section {s.section}, context {'on' if s.context else 'off'}",
         f"stage 1 mixing: λ = {s.sft1.lambda_aux} as a sampling fraction (aux rows = round(λ·N_unified))",
         f"GRPO: multi_objective_aggregation={s.grpo.multi_objective_aggregation}, β={s.grpo.beta}, "
-        f"G={s.grpo.num_generations}, weights={s.grpo.weights}",
+        f"G={s.grpo.num_generations}, weights={_effective_weights(s)}",
     ]
     filt = stage_done(ctx, "filter")
     if filt:
@@ -345,6 +345,14 @@ def _report_notes(ctx: ChainContext, results: dict[str, dict[str, Any]]) -> list
         d = results[last].get("overall", 0) - results["legacy"].get("overall", 0)
         notes.append(f"final stage vs legacy pipeline: Overall {d:+.2f}")
     return notes
+
+
+def _effective_weights(s: TrainingSettings) -> dict[str, float]:
+    if s.grpo.weights:
+        return dict(s.grpo.weights)
+    from qp_core.rewards import load_reward_settings
+
+    return dict(load_reward_settings().weights)
 
 
 def candidate_stage(ctx: ChainContext) -> str:
