@@ -131,7 +131,7 @@ def test_run_sql_binds_named_parameters_and_rejects_typos(spark):
 
 
 # ------------------------------------------------------------------------------------------------ sample
-def test_sample_quarantine_dedupe_freq_uv(spark, lake):
+def test_sample_quarantine_dedupe_freq_uv(spark, spark_lake):
     from jobs import sample
 
     write_log(DT, DAY_ROWS)
@@ -154,7 +154,7 @@ def test_sample_quarantine_dedupe_freq_uv(spark, lake):
     assert report.mode == "cold_start" and report.distinct_queries == 3
 
 
-def test_sample_budget_keeps_highest_frequency(spark, lake):
+def test_sample_budget_keeps_highest_frequency(spark, spark_lake):
     from jobs import sample
 
     rows = [(f"u{i}", f"s{i}", i, "a1") for i in range(5)]
@@ -170,7 +170,7 @@ def test_sample_budget_keeps_highest_frequency(spark, lake):
     assert report.selected_total == 3 and report.distinct_queries == 5
 
 
-def test_sample_reasons_against_manifests(spark, lake):
+def test_sample_reasons_against_manifests(spark, spark_lake):
     from jobs import sample
 
     write_log(DT, [("u1", "s1", 0, "fresh"), ("u1", "s1", 1, "stale"), ("u1", "s1", 2, "edge"),
@@ -196,7 +196,7 @@ def test_sample_reasons_against_manifests(spark, lake):
     assert {r["reason"] for r in read("curated/query_sample")} == {"version_change"}
 
 
-def test_sample_as_of_date_cold_start_and_rerun_after_publish(spark, lake):
+def test_sample_as_of_date_cold_start_and_rerun_after_publish(spark, spark_lake):
     """A rerun of a date after its own publish (manifest stamped with that date) chooses the same set."""
     from jobs import sample
 
@@ -212,7 +212,7 @@ def test_sample_as_of_date_cold_start_and_rerun_after_publish(spark, lake):
     assert sorted(map(str, read("curated/query_sample"))) == before
 
 
-def test_sample_rerun_is_idempotent(spark, lake):
+def test_sample_rerun_is_idempotent(spark, spark_lake):
     from jobs import sample
 
     write_log(DT, DAY_ROWS)
@@ -226,7 +226,7 @@ def test_sample_rerun_is_idempotent(spark, lake):
 
 
 # ----------------------------------------------------------------------------------------------- context
-def test_context_history_order_and_window(spark, lake):
+def test_context_history_order_and_window(spark, spark_lake):
     from jobs import context, sample
 
     prev_day = "2026-11-09"
@@ -253,7 +253,7 @@ def test_context_history_order_and_window(spark, lake):
     assert report.log_days == 2 and report.queries == 4 and report.with_history == 1
 
 
-def test_context_bm25_picks_the_relevant_note(spark, lake):
+def test_context_bm25_picks_the_relevant_note(spark, spark_lake):
     from jobs import context, sample
     from qp_core.prompt import render_note
 
@@ -277,7 +277,7 @@ def test_context_bm25_picks_the_relevant_note(spark, lake):
 
 
 # ----------------------------------------------------------------------------------------------- prompts
-def test_prompts_sharded_sorted_with_manifest_and_idempotent(spark, lake):
+def test_prompts_sharded_sorted_with_manifest_and_idempotent(spark, spark_lake):
     import pyarrow.parquet as pq
 
     from jobs import context, prompts, sample
@@ -323,7 +323,7 @@ def test_prompts_sharded_sorted_with_manifest_and_idempotent(spark, lake):
 
 # ------------------------------------------------------------------------------------------ spark-submit
 @pytest.mark.slow
-def test_sample_runs_under_spark_submit(lake, monkeypatch):
+def test_sample_runs_under_spark_submit(spark_lake, monkeypatch):
     """The command the DAG and `qp backfill` run: a real spark-submit of jobs/sample.py."""
     from qp_core.spark import load_spark_settings, submit_command, submit_env
 
