@@ -97,7 +97,7 @@ def _airflow_progress(line: str) -> str | None:
         return f"  → {m.group(1)} …"
     if "Marking run" in line or ("DagRun Finished" in line) or "dag_run_state=" in line:
         return "  " + line.strip()[:160]
-    if "gate" in line.lower() and ("fail" in line.lower() or "quality" in line.lower()):
+    if "quality gate failed" in line.lower():
         return "  " + line.strip()[:200]
     return None
 
