@@ -274,6 +274,7 @@ def stage_evaluate(ctx: ChainContext, include_base: bool = False, legacy: bool =
     from qp_core.training.report import write_report
 
     s = ctx.settings
+    t_eval = time.time()
     out = ctx.stage_dir("evaluate")
     out.mkdir(parents=True, exist_ok=True)
     rows = golden_rows(s.eval.limit, seed=s.seed)
@@ -312,6 +313,8 @@ def stage_evaluate(ctx: ChainContext, include_base: bool = False, legacy: bool =
         hist = ctx.stage_dir(stage) / "log_history.json"
         if stage in ("sft1", "sft2", "grpo") and hist.exists():
             histories[ROW_NAMES[stage]] = json.loads(hist.read_text(encoding="utf-8"))
+    if "evaluate" not in times:
+        times["evaluate"] = round(time.time() - t_eval, 1)
     notes = _report_notes(ctx, results)
     paths_ = write_report(ctx.run_dir / "report", report_rows, histories=histories, stage_times=times,
                           notes=notes, title=f"Training chain report — run {ctx.run_id} ({s.profile})")
