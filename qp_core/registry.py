@@ -44,6 +44,8 @@ class GateSettings(BaseModel):
 
     tolerance: float = 0.5
     max_subtask_drop: float = 2.0
+    # With no production model yet, the system in production is the legacy pipeline: gate against it.
+    first_against_legacy: bool = True
 
 
 class RegistryError(RuntimeError):
@@ -227,10 +229,13 @@ def promote(
     force: bool = False,
     settings: GateSettings | None = None,
     root: str | Path | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> GateDecision:
     """Point production at ``version`` if the gate passes (or ``force``); raises RegistryError when refused.
 
     Metrics are compared as stored in the records (both evaluated on the golden set by the chain).
+    ``baseline``: metrics to gate against when there is no production model yet (the legacy pipeline's,
+    on the same golden rows); without it a first promotion always passes.
     """
     cand = get(version, root=root)
     current = production(root=root)
@@ -238,7 +243,11 @@ def promote(
         return GateDecision(True, [f"{version} is already production"])
     if current is not None and current.profile != cand.profile:
         logger.info("promoting across profiles: %s -> %s", current.profile, cand.profile)
-    decision = gate(cand.metrics, current.metrics if current else None, settings or _gate_settings())
+    settings = settings or _gate_settings()
+    reference = current.metrics if current else (baseline if settings.first_against_legacy else None)
+    decision = gate(cand.metrics, reference, settings)
+    if current is None and reference is not None:
+        decision.reasons.insert(0, "no production model: gated against the legacy baseline")
     if not decision.ok and not force:
         raise RegistryError(f"promotion of {version} refused: " + "; ".join(decision.reasons))
     ptr = _pointer(root) or {}

@@ -94,3 +94,15 @@ def test_register_get_list_promote_rollback(tmp_path):
 def test_unknown_version(tmp_path):
     with pytest.raises(RegistryError):
         registry.get("nope", root=tmp_path)
+
+
+def test_first_promotion_is_gated_against_the_legacy_baseline(tmp_path):
+    root = tmp_path / "reg"
+    weak = registry.register(_model_dir(tmp_path, "w"), {"profile": "tiny", "metrics": _m(overall=10.0)}, root=root)
+    with pytest.raises(RegistryError, match="legacy baseline"):
+        registry.promote(weak.version, settings=S, root=root, baseline=PROD)
+    assert registry.production(root=root) is None
+    # without a baseline (or with first_against_legacy off) the first model passes
+    off = GateSettings(tolerance=0.5, max_subtask_drop=2.0, first_against_legacy=False)
+    registry.promote(weak.version, settings=off, root=root, baseline=PROD)
+    assert registry.production(root=root).version == weak.version

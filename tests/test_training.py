@@ -187,11 +187,15 @@ def test_ci_chain_end_to_end(ci_home, spark):
     assert all(keys <= set(r) for r in rows)
     assert Path(info["evaluate"]["report"]["md"]).read_text().count("|") > 20
 
-    # registry: the final stage registered with its versions, promoted (first model)
-    prod = registry.production()
-    assert prod is not None and prod.version == info["promote"]["version"]
-    assert prod.profile == "tiny" and prod.rules_mode == "compact" and prod.rules_version and prod.metrics
-    assert (Path(prod.path) / "config.json").exists()
+    # registry: the final stage registered with its versions and metrics; a CI-sized model is far below
+    # the legacy baseline, so the first promotion (gated against legacy) must be refused
+    rec = registry.get(info["promote"]["version"])
+    assert rec.profile == "tiny" and rec.rules_mode == "compact" and rec.rules_version and rec.metrics
+    assert rec.data_versions["annotations"] != "missing" and (Path(rec.path) / "config.json").exists()
+    assert info["promote"]["promoted"] is False and "legacy baseline" in " ".join(info["promote"]["gate"])
+    assert registry.production() is None
+    registry.promote(rec.version, force=True)
+    assert registry.production().version == rec.version
 
     # resumable: a finished stage is skipped on rerun
     again = run_stage(make_context("ci"), "sft1")

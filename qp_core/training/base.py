@@ -29,7 +29,17 @@ def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
     src = _gguf_file(profile, out.parent / f"{profile.name}-gguf")
     logger.info("converting %s -> %s", src, out)
     tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+    # transformers 5 dequantises GGUF weights on load but marks the model "quantized with GGUF", which
+    # save_pretrained refuses; rebuild a plain model from the config and the (float) state dict.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise RuntimeError(f"GGUF conversion: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

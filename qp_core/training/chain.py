@@ -394,7 +394,9 @@ def stage_promote(ctx: ChainContext, force: bool = False) -> dict[str, Any]:
         version = record.version
         _mark_done(ctx, "promote", {"version": version, "partial": True})
     try:
-        decision = registry.promote(version, force=force, settings=s.gate)
+        legacy_path = ctx.stage_dir("evaluate") / "legacy.json"
+        baseline = json.loads(legacy_path.read_text(encoding="utf-8")) if legacy_path.exists() else None
+        decision = registry.promote(version, force=force, settings=s.gate, baseline=baseline)
         promoted, reasons = True, decision.reasons
     except registry.RegistryError as exc:
         promoted, reasons = False, [str(exc)]
