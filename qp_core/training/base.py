@@ -18,6 +18,41 @@ from qp_core import paths
 logger = logging.getLogger(__name__)
 
 
+# Gemma 3's chat format (the GGUF carries no template): no system role, so the system text opens the first
+# user turn; turns end with <end_of_turn>, which is also where generation stops.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] + '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
+def _ensure_chat_template(model_dir: Path) -> None:
+    """Give a converted Gemma model its chat template and stop generation at <end_of_turn>."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    if tok.chat_template:
+        return
+    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.save_pretrained(str(model_dir))
+    end = tok.convert_tokens_to_ids("<end_of_turn>")
+    try:
+        gen = GenerationConfig.from_pretrained(str(model_dir))
+    except OSError:
+        gen = GenerationConfig()
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id] if gen.eos_token_id is not None else []
+    gen.eos_token_id = sorted({*eos, end, tok.eos_token_id} - {None})
+    gen.pad_token_id = tok.pad_token_id
+    gen.save_pretrained(str(model_dir))
+
+
 def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
     """Dequantise the profile's GGUF into a transformers model directory (once; reused afterwards)."""
     import torch
@@ -25,6 +60,7 @@ def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
 
     out = Path(out_dir) if out_dir else paths.qp_home() / "models" / profile.name
     if (out / "config.json").exists():
+        _ensure_chat_template(out)
         return out
     src = _gguf_file(profile, out.parent / f"{profile.name}-gguf")
     logger.info("converting %s -> %s", src, out)
@@ -43,6 +79,7 @@ def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    _ensure_chat_template(out)
     return out
 
 
