@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/qp demo
 
 train: install
-	$(BIN)/qp train chain --profile tiny
+	$(BIN)/qp train chain --profile tiny --airflow
 
 stop:
 	$(BIN)/qp redis stop

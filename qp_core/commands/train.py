@@ -58,17 +58,43 @@ def chain(
     fresh: bool = typer.Option(False, help="Delete the run folder first (otherwise finished stages are skipped)."),
     eval_base: bool = typer.Option(False, help="Also evaluate the stage-0 base model."),
     context: bool = typer.Option(True, help="--no-context: prompts without history/notes (ablation)."),
+    airflow: bool = typer.Option(False, "--airflow", help="Run the DAG qp_training_chain through Airflow "
+                                 "(`airflow dags test` in the local AIRFLOW_HOME) instead of in-process (`make train`)."),
 ) -> None:
     """Run the whole chain stage by stage and print the report paths (`make train`)."""
     from qp_core.training.chain import run_chain
 
     console = _console()
     t0 = time.time()
+    if airflow:
+        raise typer.Exit(_chain_through_airflow(console, profile, dt, t0))
     ctx = _ctx(section, profile, run_id, dt, fresh, context, console)
     console.rule(f"training chain — run {ctx.run_id} ({ctx.settings.profile}, section {ctx.settings.section})")
     info = run_chain(ctx, stages.split(",") if stages else None, evaluate={"include_base": eval_base})
     _print_reports(console, ctx, info)
     console.print(f"run folder   {ctx.run_dir}\ntotal        {time.time() - t0:.0f}s")
+
+
+def _chain_through_airflow(console, profile: str, dt: Optional[str], t0: float) -> int:
+    """One run of the DAG qp_training_chain (each stage a task running ``python -m jobs.<stage>``)."""
+    import datetime as _dt
+
+    from qp_core import airflow_home
+    from qp_core.training.chain import ensure_world, training_root
+
+    ensure_world()
+    logical = dt or _dt.date.today().isoformat()
+    console.rule(f"training chain through Airflow — qp_training_chain {logical} (profile {profile})")
+    state = airflow_home.dags_test("qp_training_chain", logical, {"profile": profile})
+    runs = sorted((training_root() / "runs").glob("*"), key=lambda p: p.stat().st_mtime)
+    console.rule("reports")
+    if runs:
+        for name in ("report.json", "report.md", "loss_curves.png", "metrics.png"):
+            for path in sorted(runs[-1].rglob(name)):
+                console.print(f"{name:12s} {path}")
+        console.print(f"run folder   {runs[-1]}")
+    console.print(f"DAG run state {state}; total {time.time() - t0:.0f}s")
+    return 0 if state == "success" else 1
 
 
 @app.command()
