@@ -105,9 +105,11 @@ def _airflow_progress(line: str) -> str | None:
 @app.callback()
 def demo(
     dt: str = typer.Option(None, "--dt", help="date to process (default: newest query-log partition)"),
-    budget: int = typer.Option(2000, "--budget", help="queries generated for the date, most frequent first "
+    budget: int = typer.Option(500, "--budget", help="queries generated for the date, most frequent first "
                                "(0: conf/sampling.yaml daily_budget); keeps the demo within minutes on 2 cores"),
     samples: int = typer.Option(5, "--samples", help="KV entries to print"),
+    strict: bool = typer.Option(False, "--strict", help="keep the configured quality gate even when the production "
+                                "model's own golden valid-JSON rate is below it (the run then publishes nothing)"),
 ) -> None:
     """Run the whole daily pipeline for one date through Airflow and read the results back."""
     t_start = time.monotonic()
@@ -158,6 +160,8 @@ def demo(
                 console.print("[red]✗ qp train quick did not produce a production model[/]")
                 raise typer.Exit(1)
         console.print(f"production model {record.version} ({record.profile}, rules {record.rules_mode}) at {record.path}")
+        if not strict:
+            _relax_gate_for_weak_model(record)
         timings["model"] = time.monotonic() - t
 
         # 4. Airflow
@@ -186,6 +190,25 @@ def demo(
     console.print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total:.0f}s")
     console.print(f"peak memory (process tree, sampled): {mem.peak / 2**30:.2f} GiB")
     console.print(f"Redis stays up at {server.url}. Try:  [bold]qp kv get '<query>'[/]   ·   stop: [bold]make stop[/]")
+
+
+def _relax_gate_for_weak_model(record) -> None:
+    """A CPU bootstrap model (`qp train quick`) may not yet produce valid JSON (docs/training.md). The demo
+    then shows the pipeline with the legacy fallback (src=fallback) instead of stopping at the quality gate;
+    the gate itself is unchanged for real runs, and ``--strict`` keeps it here too."""
+    from qp_core.generate import load_generation_settings
+
+    threshold = load_generation_settings().validation.min_valid_rate
+    golden_valid = (record.metrics or {}).get("valid_rate")
+    if golden_valid is None or golden_valid >= threshold:
+        return
+    os.environ["QP__GENERATION__VALIDATION"] = json.dumps({"min_valid_rate": 0.0})
+    console.print(
+        f"[yellow]! model {record.version} produced valid JSON for {golden_valid:.0%} of the golden set "
+        f"(quality gate: {threshold:.0%}). For this demo the gate is lowered to 0: rows whose output fails "
+        f"validation are served from the legacy pipeline (src=fallback). Train a better model with "
+        f"`make train`, or pass --strict to keep the gate.[/]"
+    )
 
 
 def _print_quality(dt: str) -> None:
