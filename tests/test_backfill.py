@@ -73,6 +73,8 @@ def test_airflow_native_backfill_runs_both_dates(native_backfill):
     import socket
 
     with socket.socket() as s:
+        # SO_REUSEADDR: the closed API connections may linger in TIME_WAIT; a live listener still fails the bind
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", native_backfill["port"]))
     # both dates were published: the namespace holds results stamped with each date
     import json
