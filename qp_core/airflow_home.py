@@ -245,7 +245,26 @@ def stop_standalone(proc: subprocess.Popen, *, timeout: float = 60) -> int:
             proc.wait(timeout=10)
         except ProcessLookupError:
             pass
+    _wait_group_gone(proc.pid, timeout=30)
     return proc.returncode if proc.returncode is not None else 0
+
+
+def _wait_group_gone(pgid: int, *, timeout: float) -> None:
+    """Standalone's children (API server workers, scheduler, ...) share its process group and may outlive the
+    leader by a moment; wait for all of them (SIGKILL after ``timeout``) so the API port is really free."""
+    import signal
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.5)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_for_dag(dag_id: str, *, home: Path | None = None, api_port: int | None = None, timeout: float = 300) -> None:
