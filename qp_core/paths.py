@@ -39,3 +39,10 @@ def registry_root() -> Path:
 
 def conf_dir() -> Path:
     return Path(os.environ.get("QP_CONF_DIR", str(REPO_ROOT / "conf"))).resolve()
+
+
+def newest_partition(name: str) -> str | None:
+    """The newest ``dt`` of a lake dataset (``YYYY-MM-DD`` strings sort by date), or None when it has none."""
+    root = dataset(name)
+    dts = sorted(p.name[3:] for p in root.glob("dt=*") if p.is_dir()) if root.is_dir() else []
+    return dts[-1] if dts else None

@@ -65,9 +65,7 @@ def _step(n: int, text: str) -> None:
 
 
 def _newest_log_date() -> str | None:
-    root = paths.dataset("raw/query_log")
-    dates = sorted(p.name[3:] for p in root.glob("dt=*") if p.is_dir()) if root.is_dir() else []
-    return dates[-1] if dates else None
+    return paths.newest_partition("raw/query_log")
 
 
 def _stream(cmd: list[str], log_path: Path, env: dict | None = None, show=None) -> int:

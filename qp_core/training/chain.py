@@ -75,9 +75,7 @@ def training_root() -> Path:
 
 
 def newest_dt(dataset: str) -> str | None:
-    root = paths.dataset(dataset)
-    dts = sorted(p.name[3:] for p in root.glob("dt=*")) if root.exists() else []
-    return dts[-1] if dts else None
+    return paths.newest_partition(dataset)
 
 
 def make_context(
