@@ -200,7 +200,8 @@ def test_zipf_head_repeats_and_tail_is_new(small_world):
     d0 = log[log["dt"] == "2026-11-01"]["q"].value_counts()
     d1 = log[log["dt"] == "2026-11-02"]["q"].value_counts()
     top = list(d0.index[:30])
-    assert sum(q in d1.index for q in top) >= 27  # the head comes back every day
+    # the head comes back every day (head queries with words drifted to day 1 join then and take some mass)
+    assert sum(q in d1.index for q in top) >= 24
     assert d0.iloc[0] >= 10 * d0.median()  # heavy head
     new = [q for q in d1.index if q not in d0.index]
     assert len(new) >= 0.5 * len(d1)  # the tail is mostly new

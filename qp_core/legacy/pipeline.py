@@ -235,12 +235,42 @@ def read_annotations(lake_root: str | Path | None = None, dataset: str = "raw/an
     return table.select(cols).to_pylist()
 
 
-def load_or_train(lake_root: str | Path | None = None, rows: list[dict[str, Any]] | None = None) -> LegacyPipeline:
+def snapshot_rows(rows: list[dict[str, Any]], snapshot_days: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows the legacy snapshot is fitted on, and the ``dt`` partitions they come from.
+
+    Rows carrying a ``dt`` (every row ``read_annotations`` returns) are kept when their dt is among the
+    ``snapshot_days`` oldest dts present; ``snapshot_days`` 0/None keeps every dt. Rows without a ``dt``
+    (a hand-built training set) are always kept: the window is a property of the lake's history.
+    """
+    dts = sorted({str(r["dt"]) for r in rows if r.get("dt") is not None})
+    if not snapshot_days or len(dts) <= snapshot_days:
+        return rows, dts
+    keep = set(dts[:snapshot_days])
+    return [r for r in rows if r.get("dt") is None or str(r["dt"]) in keep], dts[:snapshot_days]
+
+
+def load_or_train(lake_root: str | Path | None = None, rows: list[dict[str, Any]] | None = None,
+                  *, snapshot_days: int | None | type(...) = ...) -> LegacyPipeline:
     """The legacy pipeline fitted on the lake's ``raw/annotations``, cached under
-    ``$QP_HOME/registry/legacy/<training hash>/`` so every job and test reuses one fit per training set."""
+    ``$QP_HOME/registry/legacy/<training hash>/`` so every job and test reuses one fit per training set.
+
+    It is a stale snapshot by design (``conf/legacy.yaml`` ``snapshot_days``, or the argument): only the
+    oldest ``snapshot_days`` annotation days are used (``snapshot_rows``), here, for every caller
+    (nearline fallback, auxiliary pseudo-labels, evaluation baselines, ``qp eval legacy``). The cache key
+    hashes the rows actually used.
+    """
     from qp_core import paths
 
+    if snapshot_days is ...:
+        from qp_core.legacy.settings import load_legacy_settings
+
+        snapshot_days = load_legacy_settings().snapshot_days
     rows = rows if rows is not None else read_annotations(lake_root)
+    n_all = len(rows)
+    rows, dts = snapshot_rows(rows, snapshot_days)
+    if dts:
+        logger.info("legacy snapshot (snapshot_days=%s): fitted on %d of %d annotation rows, dt %s",
+                    snapshot_days or "all", len(rows), n_all, ", ".join(dts))
     key = training_hash(rows)
     cache = paths.registry_root() / "legacy" / key
     if (cache / MODEL_FILE).exists():
@@ -250,6 +280,7 @@ def load_or_train(lake_root: str | Path | None = None, rows: list[dict[str, Any]
             logger.warning("legacy cache %s unusable (%s): retraining", cache, exc)
     pipe = LegacyPipeline().fit(rows)
     pipe.meta["training_hash"] = key
+    pipe.meta["snapshot_dts"] = dts
     pipe.save(cache)
     logger.info("legacy pipeline cached at %s", cache)
     return pipe

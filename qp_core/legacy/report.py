@@ -58,7 +58,7 @@ def evaluate_legacy(lake_root: str | Path | None = None, pipeline: LegacyPipelin
     pred_s = time.perf_counter() - t0
     report: dict[str, Any] = {
         "legacy": evaluate(preds, refs),
-        "meta": {**pipe.meta, "n_golden": len(refs), "n_train_rows": len(train_rows),
+        "meta": {**pipe.meta, "n_golden": len(refs), "n_train_rows": pipe.meta.get("n_train", len(train_rows)),
                  "load_or_train_s": round(fit_s, 2), "predict_s": round(pred_s, 2),
                  "queries_per_s": round(len(refs) / pred_s, 1) if pred_s else None},
     }

@@ -23,6 +23,7 @@ from typing import Any
 from qp_core.normalize import compact, normalize_query
 from qp_core.schema import dump_unified, validation_errors
 from qp_core.world.compose import Composer, Query
+from qp_core.world.drift import is_trending, world_lexicon
 from qp_core.world.labels import is_ambiguous_query, label_query
 from qp_core.world.lexicon import AMBIGUOUS
 from qp_core.world.notes import Note, NoteIndex, make_notes, render_note_text
@@ -78,10 +79,18 @@ def malformed_query(rng: random.Random, composer: Composer, reserved: set[str] =
     return base[:cut] + rng.choice(["\x00", "\x1b", "\u200b", "\r\n"]) + base[cut:]
 
 
+def composer(s: WorldSettings, rng: random.Random, day: int, *, trending: bool = True) -> Composer:
+    """A composer over the world's (drifted) lexicon for ``day``; ``trending`` applies the trend boost."""
+    boost = s.drift.trend_boost if trending else 0.0
+    return Composer(rng, day, world_lexicon(s), trend_boost=boost, trend_days=s.drift.trend_days)
+
+
 def build_head(s: WorldSettings) -> list[tuple[Query, int]]:
-    """The popular queries (head) with the day they become available (their newest word's first day)."""
+    """The popular queries (head) with the day they become available (their newest word's first day).
+
+    Composed without the trend boost: the head is the long-lived popular set, not today's trends."""
     rng = random.Random(f"{s.seed}:head")
-    c = Composer(rng, s.days - 1)
+    c = composer(s, rng, s.days - 1, trending=False)
     head: dict[str, tuple[Query, int]] = {}
     tries = 0
     while len(head) < s.head_size and tries < s.head_size * 20:
@@ -122,7 +131,7 @@ def _context_then_ambiguous(c: Composer, rng: random.Random, amb: Query) -> list
 
 def build_golden(s: WorldSettings, head_texts: set[str], notes: NoteIndex) -> list[dict[str, Any]]:
     rng = random.Random(f"{s.seed}:golden")
-    c = Composer(rng, s.days - 1)
+    c = composer(s, rng, s.days - 1)
     rows: list[dict[str, Any]] = []
     used: set[str] = set()
     n_amb = round(s.golden * s.ambiguous_golden_share)
@@ -166,7 +175,7 @@ def build_day(
     """One day of query-log events (exactly ``rows_per_day``), in time order."""
     date = s.dates()[day]
     rng = random.Random(f"{s.seed}:log:{day}")
-    c = Composer(rng, day)
+    c = composer(s, rng, day)
     active = [(q, i) for i, (q, first) in enumerate(head) if first <= day]
     cum = list(itertools.accumulate(1.0 / (i + 1) ** s.zipf_s for _, i in active))
     platforms: dict[int, str] = {}
@@ -209,19 +218,24 @@ def build_day(
 def build_annotations(
     s: WorldSettings, day: int, events: list[LogEvent], notes: NoteIndex, done: dict[str, int]
 ) -> list[dict[str, Any]]:
-    """Annotated rows sampled from the day's log: new queries once each; ambiguous ones in several contexts."""
+    """Annotated rows sampled from the day's log: new queries once each; ambiguous ones in several contexts;
+    a share of the budget first to queries with a trending word (``drift.annotate_trending_share``)."""
     per_day = s.annotations_total // s.days + (1 if day < s.annotations_total % s.days else 0)
     rng = random.Random(f"{s.seed}:ann:{day}")
-    c = Composer(rng, day)
+    c = composer(s, rng, day)
     valid = [e for e in events if e.query is not None]
     amb = [e for e in valid if is_ambiguous_query(e.query.words)]
     other = [e for e in valid if not is_ambiguous_query(e.query.words)]
     rng.shuffle(amb)
     rng.shuffle(other)
     n_amb = min(round(per_day * s.ambiguous_annotation_share), len(amb))
+    # novelty-driven labelling: part of the budget goes first to queries with a trending word
+    trending = [e for e in other if any(is_trending(w, day, s.drift.trend_days) for w in e.query.words)]
+    n_trend = round((per_day - n_amb) * s.drift.annotate_trending_share)
     chosen: list[LogEvent] = []
-    for pool, quota, max_times in ((amb, n_amb, 8), (other, per_day - n_amb, 1)):
+    for pool, quota, max_times in ((amb, n_amb, 8), (trending, n_trend, 1), (other, per_day, 1)):
         taken = 0
+        quota = min(quota, per_day - len(chosen))  # the plain tail fills what the first two left
         for e in pool:
             if taken >= quota:
                 break
@@ -331,7 +345,8 @@ def generate(
     root = Path(out_root) if out_root is not None else lake_root()
     say = progress or (lambda msg: logger.info(msg))
 
-    notes = make_notes(s.notes, s.seed, s.start_date, s.days)
+    notes = make_notes(s.notes, s.seed, s.start_date, s.days,
+                       make_composer=lambda rng, day: composer(s, rng, day))
     index = NoteIndex(notes)
     _write(_notes_table(notes), root / "raw/notes/part-00000.parquet")
     say(f"notes: {len(notes)}")

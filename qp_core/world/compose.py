@@ -11,10 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from qp_core.normalize import compact
 from qp_core.schema import taxonomy_labels
+from qp_core.world.drift import is_trending
 from qp_core.world.labels import spans_consistent
 from qp_core.world.lexicon import AMBIGUOUS, EVAL, INTENT, QUAL, STOP, Lexicon, Word, lexicon
 
@@ -59,9 +59,15 @@ class DomainPack:
     pois: list[Word]
 
 
-@lru_cache(maxsize=1)
-def domain_packs() -> dict[str, DomainPack]:
-    lex = lexicon()
+def domain_packs(lex: Lexicon | None = None) -> dict[str, DomainPack]:
+    """The words of each domain, by slot (cached on the lexicon: a drifted lexicon has its own packs)."""
+    lex = lex or lexicon()
+    if "packs" not in lex.packs_cache:
+        lex.packs_cache["packs"] = _build_packs(lex)
+    return lex.packs_cache["packs"]
+
+
+def _build_packs(lex: Lexicon) -> dict[str, DomainPack]:
     packs = {}
     for d in taxonomy_labels():
         brands = []
@@ -88,13 +94,20 @@ def domain_packs() -> dict[str, DomainPack]:
 
 
 class Composer:
-    """Draws queries for one day (words with ``first_day`` > day are not yet in use)."""
+    """Draws queries for one day (words with ``first_day`` > day are not yet in use).
 
-    def __init__(self, rng: random.Random, day: int, lex: Lexicon | None = None):
+    ``trend_boost``/``trend_days``: a word that first appeared less than ``trend_days`` days ago is picked
+    ``1 + trend_boost`` times as often as an established word of the same slot (qp_core.world.drift).
+    """
+
+    def __init__(self, rng: random.Random, day: int, lex: Lexicon | None = None, *,
+                 trend_boost: float = 0.0, trend_days: int = 0):
         self.rng = rng
         self.day = day
         self.lex = lex or lexicon()
-        self.packs = domain_packs()
+        self.trend_boost = trend_boost
+        self.trend_days = trend_days
+        self.packs = domain_packs(self.lex)
         self.domains = list(DOMAIN_WEIGHTS)
         self.domain_w = [DOMAIN_WEIGHTS[d] for d in self.domains]
 
@@ -102,9 +115,16 @@ class Composer:
     def _ok(self, w: Word) -> bool:
         return w.first_day <= self.day
 
+    def _weight(self, w: Word) -> float:
+        return 1.0 + self.trend_boost if is_trending(w, self.day, self.trend_days) else 1.0
+
     def pick(self, words: Sequence[Word]) -> Word | None:
         cands = [w for w in words if self._ok(w)]
-        return self.rng.choice(cands) if cands else None
+        if not cands:
+            return None
+        if self.trend_boost and any(w.first_day > 0 for w in cands):
+            return self.rng.choices(cands, [self._weight(w) for w in cands])[0]
+        return self.rng.choice(cands)
 
     def maybe(self, p: float, words: Sequence[Word]) -> list[Word]:
         if self.rng.random() < p:
@@ -117,11 +137,13 @@ class Composer:
 
     # ------------------------------------------------------------------ frames
     def _brand_frame(self, d: str, pk: DomainPack) -> list[Word] | None:
-        if not pk.brands:
+        avail = [b for b in pk.brands if self._ok(b[0])]
+        if not avail:
             return None
-        brand, aliases, series = self.rng.choice(pk.brands)
-        if not self._ok(brand):
-            return None
+        if self.trend_boost and any(b[0].first_day > 0 for b in avail):
+            brand, aliases, series = self.rng.choices(avail, [self._weight(b[0]) for b in avail])[0]
+        else:
+            brand, aliases, series = self.rng.choice(avail)
         bword = self.rng.choice(aliases) if aliases and self.rng.random() < 0.3 else brand
         out = [bword]
         ser = self.pick(series) if series and self.rng.random() < 0.55 else None
@@ -130,7 +152,7 @@ class Composer:
                 out = []  # the series alone: "1c1 粉底液", "990v6"
             out.append(ser)
             if self.rng.random() < 0.45:
-                out += [w for w in self.lex.ptypes.get(ser.label, []) if w.text == ser.ptype][:1]
+                out += [w for w in self.lex.ptypes.get(ser.label, []) if w.text == ser.ptype and self._ok(w)][:1]
         elif self.rng.random() < 0.6:
             # the brand's own product types (those of its series), else its domain's when it has no series
             own = {s.ptype for s in self.lex.series.get(brand.text, [])}
@@ -187,7 +209,7 @@ class Composer:
             if r < 0.6:  # celebrity look: 刘亦菲 同款 口红 / 刘亦菲 穿搭
                 if self.rng.random() < 0.5:
                     return [p, Word("同款", INTENT), self.pick(self.lex.ptypes["美妆/彩妆"])]  # type: ignore[list-item]
-                return [p] + [w for w in self.lex.topics["时尚/穿搭"] if w.text == "穿搭"]
+                return [p] + [w for w in self.lex.topics["时尚/穿搭"] if w.text == "穿搭" and self._ok(w)]
             return [p] + self.maybe(0.5, pk.intents + self.lex.evals)
         # KOL of a domain: 李佳琦 推荐 粉底液
         return [p] + self.maybe(0.5, [w for w in pk.intents if w.text in ("推荐", "同款", "教程", "合集")]) + self.maybe(
@@ -200,7 +222,7 @@ class Composer:
             return None
         out = [ip] + self.maybe(0.55, pk.topics)
         if self.rng.random() < 0.08:
-            out += [w for w in self.lex.topics["时尚/穿搭"] if w.text == "穿搭"]
+            out += [w for w in self.lex.topics["时尚/穿搭"] if w.text == "穿搭" and self._ok(w)]
         return out + self.maybe(0.5, pk.intents + self.lex.evals)
 
     def ambiguous(self, text: str | None = None) -> list[Word]:
@@ -249,7 +271,8 @@ class Composer:
             q = Query(tuple(words), d)
             if self.valid(q):
                 return q
-        return Query((self.pick(pk.ptypes or pk.topics),), d)  # type: ignore[arg-type]
+        w = self.pick(pk.ptypes) or self.pick(pk.topics) or self.pick(self.lex.locations)
+        return Query((w,), d)  # type: ignore[arg-type]
 
     def compose_ambiguous(self, text: str | None = None) -> Query:
         for _ in range(30):

@@ -373,6 +373,8 @@ class Lexicon:
     pois: list[Word] = field(default_factory=list)
     persons: list[Word] = field(default_factory=list)
     ips: list[Word] = field(default_factory=list)
+    # per-lexicon cache of the composer's domain packs (a drifted lexicon has its own)
+    packs_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def all_words(self) -> list[Word]:
         out = list(self.brands)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from qp_core.world.compose import Composer, Query
@@ -62,14 +63,21 @@ def _domain_words(c: Composer, domain: str, rng: random.Random, k: int) -> list[
     return rng.sample(pool, min(k, len(pool)))
 
 
-def make_notes(n: int, seed: int, start_date: str, days: int, backfill_days: int = 30) -> list[Note]:
-    """``n`` notes created from ``backfill_days`` before the start to the last day; deterministic by seed."""
+def make_notes(
+    n: int, seed: int, start_date: str, days: int, backfill_days: int = 30,
+    make_composer: Callable[[random.Random, int], Composer] | None = None,
+) -> list[Note]:
+    """``n`` notes created from ``backfill_days`` before the start to the last day; deterministic by seed.
+
+    ``make_composer(rng, day)`` gives the world's composer (its drifted lexicon), so a note never mentions
+    a word before that word's first day."""
+    make_composer = make_composer or (lambda r, d: Composer(r, d))
     rng = random.Random(f"{seed}:notes")
     start = dt.date.fromisoformat(start_date)
     notes = []
     for i in range(n):
         day = rng.randint(-backfill_days, days - 1)
-        c = Composer(rng, max(day, 0))
+        c = make_composer(rng, max(day, 0))
         q = _ambiguous_seed(c, rng) if rng.random() < 0.12 else c.compose()
         lab = label_query(q.words)
         category = lab["category"][0]

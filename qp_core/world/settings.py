@@ -7,6 +7,7 @@ import datetime as dt
 from pydantic import BaseModel, Field, field_validator
 
 from qp_core.config import load_settings
+from qp_core.world.drift import DriftSettings
 
 
 class WorldSettings(BaseModel):
@@ -29,6 +30,7 @@ class WorldSettings(BaseModel):
     ambiguous_annotation_share: float = Field(0.12, ge=0, le=1)
     golden: int = Field(2500, ge=0)
     ambiguous_golden_share: float = Field(0.12, ge=0, le=1)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @field_validator("start_date")
     @classmethod
