@@ -160,6 +160,55 @@ def test_load_or_train_caches_by_training_data(grammar_rows, tmp_path, monkeypat
     assert second.predict("兰蔻精华") == first.predict("兰蔻精华")
 
 
+def _write_lake(root, rows_by_dt: dict[str, list[dict]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for dt, rows in rows_by_dt.items():
+        d = root / "raw/annotations" / f"dt={dt}"
+        d.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), d / "part-00000.parquet")
+
+
+def _new_brand_row(i: int) -> dict:
+    """A brand that exists only in the newest partition (咕咚咚, 美食/探店)."""
+    label = {"entities": [{"text": "咕咚咚", "type": "brand"}, {"text": "火锅", "type": "product_type"}],
+             "segments": ["咕咚咚", "火锅"] + (["推荐"] if i % 2 else []),
+             "weights": [3, 2] + ([1] if i % 2 else []), "category": ["美食/探店"],
+             "intent_desc": "用户想" + ("找咕咚咚火锅的推荐" if i % 2 else "了解咕咚咚火锅的相关内容") + "，属于美食/探店"}
+    return {"query": " ".join(label["segments"]), "history": [], "notes": [], "label": dump_unified(label)}
+
+
+def test_snapshot_fits_only_the_oldest_configured_days(grammar_rows, tmp_path, monkeypatch):
+    """conf/legacy.yaml snapshot_days: the fit uses the oldest N dt partitions only; the cache key says so."""
+    from qp_core.legacy.pipeline import read_annotations, snapshot_rows
+
+    monkeypatch.setenv("QP_HOME", str(tmp_path / "home"))
+    lake = tmp_path / "lake"
+    _write_lake(lake, {"2026-11-03": [_new_brand_row(i) for i in range(20)],  # written first, newest dt
+                       "2026-11-01": grammar_rows[:60], "2026-11-02": grammar_rows[60:120]})
+    rows = read_annotations(lake)
+    assert {str(r["dt"]) for r in rows} == {"2026-11-01", "2026-11-02", "2026-11-03"}
+
+    monkeypatch.setenv("QP__LEGACY__SNAPSHOT_DAYS", "2")
+    stale = load_or_train(lake)
+    assert stale.meta["snapshot_dts"] == ["2026-11-01", "2026-11-02"]
+    assert stale.meta["n_train"] == 120
+    assert stale.meta["training_hash"] == training_hash(grammar_rows[:120])
+    assert "咕咚咚" not in stale.segmenter.lexicon  # never saw the newest day's brand
+
+    monkeypatch.setenv("QP__LEGACY__SNAPSHOT_DAYS", "1")
+    assert load_or_train(lake).meta["snapshot_dts"] == ["2026-11-01"]
+    fresh = load_or_train(lake, snapshot_days=0)  # 0 = every partition; the argument wins over conf
+    assert fresh.meta["snapshot_dts"] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert fresh.meta["n_train"] == 140 and "咕咚咚" in fresh.segmenter.lexicon
+    assert fresh.meta["training_hash"] != stale.meta["training_hash"]
+    # explicit rows: the window applies to rows carrying a dt; rows without one are the caller's choice
+    kept, dts = snapshot_rows(rows, 2)
+    assert dts == ["2026-11-01", "2026-11-02"] and len(kept) == 120
+    assert snapshot_rows(grammar_rows[:10], 1) == (grammar_rows[:10], [])
+
+
 def test_fit_rejects_no_valid_rows():
     with pytest.raises(ValueError, match="no valid annotation rows"):
         LegacyPipeline().fit([{"query": "兰蔻", "label": "{not json"}, {"query": "", "label": "{}"}])

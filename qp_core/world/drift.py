@@ -10,9 +10,11 @@ and launches, new KOLs, trending games and dramas, newly popular spots. The gold
 day, so it naturally contains words that an early snapshot never saw, while the daily annotations keep
 teaching them to a model retrained on recent data.
 
-What stays stable and why: product types, locations, topic words, qualifiers and intent words are the
-everyday vocabulary of the domains and do not turn over within a week (slang topics and evaluative slang
-already carry their own ``first_day`` in the lexicon). Ambiguous words (苹果, 小米, 荣耀, 椰子, 奶油风)
+What stays (mostly) stable and why: product types and topic words are the everyday vocabulary of the
+domains and turn over slowly, so only ``common_share`` of them (new product categories such as 筋膜枪 or
+冻干, a new topic) drift, never a topic word that names a category (穿搭, 育儿); locations, qualifiers and
+intent words never drift (slang topics and evaluative slang already carry their own ``first_day`` in the
+lexicon). Ambiguous words (苹果, 小米, 荣耀, 椰子, 奶油风)
 stay from day 0: their difficulty is the context, not their novelty. A drifted brand brings its aliases on
 the same day and its product series no earlier (a new brand launches with its lines); a series can also
 drift on its own (a new line of an established brand). Words that already had a later ``first_day`` keep
@@ -68,9 +70,15 @@ def _units(lex: Lexicon) -> list[tuple[str, ...]]:
 
 
 def _common_units(lex: Lexicon) -> list[tuple[str, ...]]:
-    """Product types and non-slang topic words (the slower-moving vocabulary), in lexicon order."""
+    """Product types and non-slang topic words (the slower-moving vocabulary), in lexicon order.
+
+    Topic words that name a category (穿搭, 育儿, 探店, …) are the domains themselves and never new."""
+    from qp_core.schema import taxonomy_labels
+
+    names = {part for label in taxonomy_labels() for part in label.split("/")}
     words = [w for ws in lex.ptypes.values() for w in ws] + [w for ws in lex.topics.values() for w in ws]
-    texts = dict.fromkeys(w.text for w in words if w.text not in AMBIGUOUS and not w.slang and w.first_day == 0)
+    texts = dict.fromkeys(w.text for w in words
+                          if w.text not in AMBIGUOUS and w.text not in names and not w.slang and w.first_day == 0)
     return [(t,) for t in texts]
 
 
