@@ -229,22 +229,39 @@ def build_annotations(
     rng.shuffle(amb)
     rng.shuffle(other)
     n_amb = min(round(per_day * s.ambiguous_annotation_share), len(amb))
-    # novelty-driven labelling: part of the budget goes first to queries with a trending word
-    trending = [e for e in other if any(is_trending(w, day, s.drift.trend_days) for w in e.query.words)]
-    n_trend = round((per_day - n_amb) * s.drift.annotate_trending_share)
     chosen: list[LogEvent] = []
-    for pool, quota, max_times in ((amb, n_amb, 8), (trending, n_trend, 1), (other, per_day, 1)):
-        taken = 0
-        quota = min(quota, per_day - len(chosen))  # the plain tail fills what the first two left
-        for e in pool:
-            if taken >= quota:
+
+    def take(e: LogEvent, max_times: int) -> bool:
+        key = e.query.text
+        if done.get(key, 0) >= max_times:
+            return False
+        done[key] = done.get(key, 0) + 1
+        chosen.append(e)
+        return True
+
+    for e in amb:
+        if len(chosen) >= n_amb:
+            break
+        take(e, 8)
+    # novelty-driven labelling: part of the budget goes first to queries with a trending word, round robin
+    # over those words, so that every new word gets examples (not just the most frequent new ones)
+    n_trend = len(chosen) + round((per_day - n_amb) * s.drift.annotate_trending_share)
+    by_word: dict[str, list[LogEvent]] = {}
+    for e in other:
+        for w in e.query.words:
+            if is_trending(w, day, s.drift.trend_days):
+                by_word.setdefault(w.text, []).append(e)
+    queues = {w: iter(es) for w, es in sorted(by_word.items())}
+    while queues and len(chosen) < n_trend:
+        for w in list(queues):
+            if len(chosen) >= n_trend:
                 break
-            key = e.query.text
-            if done.get(key, 0) >= max_times:
-                continue
-            done[key] = done.get(key, 0) + 1
-            chosen.append(e)
-            taken += 1
+            if not any(take(e, 1) for e in queues[w]):  # stops at the first event taken
+                del queues[w]
+    for e in other:
+        if len(chosen) >= per_day:
+            break
+        take(e, 1)
     rows = []
     for e in chosen:
         hist = e.history[-s.history_k:] if s.history_k else []
