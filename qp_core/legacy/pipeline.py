@@ -249,8 +249,11 @@ def snapshot_rows(rows: list[dict[str, Any]], snapshot_days: int | None) -> tupl
     return [r for r in rows if r.get("dt") is None or str(r["dt"]) in keep], dts[:snapshot_days]
 
 
+_FROM_CONF: Any = object()  # snapshot_days not given: read conf/legacy.yaml
+
+
 def load_or_train(lake_root: str | Path | None = None, rows: list[dict[str, Any]] | None = None,
-                  *, snapshot_days: int | None | type(...) = ...) -> LegacyPipeline:
+                  *, snapshot_days: int | None = _FROM_CONF) -> LegacyPipeline:
     """The legacy pipeline fitted on the lake's ``raw/annotations``, cached under
     ``$QP_HOME/registry/legacy/<training hash>/`` so every job and test reuses one fit per training set.
 
@@ -261,7 +264,7 @@ def load_or_train(lake_root: str | Path | None = None, rows: list[dict[str, Any]
     """
     from qp_core import paths
 
-    if snapshot_days is ...:
+    if snapshot_days is _FROM_CONF:
         from qp_core.legacy.settings import load_legacy_settings
 
         snapshot_days = load_legacy_settings().snapshot_days

@@ -144,7 +144,7 @@ def drifted_lexicon(seed: int, days: int, entity_share: float, common_share: flo
         per_day: dict[int, int] = {}
         for d in day_of.values():
             per_day[d] = per_day.get(d, 0) + 1
-        logger.info("vocabulary drift: %d entity words appear later, per first day %s", len(day_of),
+        logger.info("vocabulary drift: %d words appear on a later day, per first day %s", len(day_of),
                     dict(sorted(per_day.items())))
     return apply_drift(lexicon(), day_of)
 
@@ -153,11 +153,6 @@ def world_lexicon(settings) -> Lexicon:
     """The lexicon of the world ``settings`` (a ``WorldSettings``) describes, drift applied."""
     d = settings.drift
     return drifted_lexicon(settings.seed, settings.days, d.entity_share, d.common_share)
-
-
-def late_words(lex: Lexicon) -> dict[str, int]:
-    """text -> first_day of every non-ambiguous word with first_day > 0 (slang, trending, drifted)."""
-    return {w.text: w.first_day for w in lex.all_words() if w.first_day > 0 and w.text not in AMBIGUOUS}
 
 
 def is_trending(w: Word, day: int, trend_days: int) -> bool:
