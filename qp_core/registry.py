@@ -46,6 +46,9 @@ class GateSettings(BaseModel):
     max_subtask_drop: float = 2.0
     # With no production model yet, the system in production is the legacy pipeline: gate against it.
     first_against_legacy: bool = True
+    # The candidate's own valid-JSON rate (0-1) on the golden set. Below the nearline quality gate
+    # (conf/generation.yaml validation.min_valid_rate) a promoted model would stop every nearline run.
+    min_valid_rate: float = 0.8
 
 
 class RegistryError(RuntimeError):
@@ -93,6 +96,13 @@ def gate(candidate: dict[str, Any], production: dict[str, Any] | None, settings:
         return GateDecision(True, ["no production model: first promotion"])
     reasons: list[str] = []
     ok = True
+    valid = candidate.get("valid_rate")
+    if valid is not None and float(valid) < settings.min_valid_rate:
+        ok = False
+        reasons.append(f"valid JSON rate {float(valid):.2f} < {settings.min_valid_rate:g}")
+    # Compare what downstream would read: a model's served metrics (its valid outputs, the legacy
+    # fallback elsewhere) when the evaluation has them; the legacy baseline is served as it is.
+    candidate, production = candidate.get("served") or candidate, production.get("served") or production
     cand_overall = float(candidate.get(OVERALL_KEY, 0.0))
     prod_overall = float(production.get(OVERALL_KEY, 0.0))
     if cand_overall < prod_overall - settings.tolerance:

@@ -254,3 +254,20 @@ def test_output_validates_on_seeded_random_strings(pipe):
         assert validation_errors(r, q) == [], (q, r)
         checked += 1
     assert checked > 250
+
+
+def test_served_metrics_fall_back_to_legacy_exactly_where_the_model_failed(pipe, grammar_rows):
+    """Served = what the nearline publishes: valid model outputs, the legacy answer for the rest."""
+    from qp_core.training.evaluate import evaluate_legacy, served_metrics
+
+    rows = grammar_rows[300:360]
+    perfect = [json.loads(r["label"]) for r in rows]
+    legacy_only = served_metrics([None] * len(rows), rows, pipe)
+    baseline = evaluate_legacy(rows, pipe)
+    assert legacy_only["fallback_rate"] == 1.0
+    assert legacy_only["overall"] == pytest.approx(baseline["overall"])
+    model_only = served_metrics(perfect, rows, pipe)
+    assert model_only["fallback_rate"] == 0.0 and model_only["overall"] == pytest.approx(100.0)
+    half = served_metrics([p if i % 2 else None for i, p in enumerate(perfect)], rows, pipe)
+    assert half["fallback_rate"] == 0.5
+    assert baseline["overall"] <= half["overall"] <= 100.0

@@ -106,3 +106,16 @@ def test_first_promotion_is_gated_against_the_legacy_baseline(tmp_path):
     off = GateSettings(tolerance=0.5, max_subtask_drop=2.0, first_against_legacy=False)
     registry.promote(weak.version, settings=off, root=root, baseline=PROD)
     assert registry.production(root=root).version == weak.version
+
+
+def test_gate_compares_served_metrics_and_requires_valid_json():
+    """Served = the model's valid outputs + legacy fallback elsewhere (what the KV store would hold)."""
+    served_better = {**_m(overall=40.0, ner_f1=30.0), "valid_rate": 0.9, "served": _m(overall=83.0, ner_f1=84.0)}
+    assert gate(served_better, PROD, S).ok
+    served_worse = {**_m(overall=99.0), "valid_rate": 0.9, "served": _m(overall=78.0)}
+    assert not gate(served_worse, PROD, S).ok
+    # a model whose outputs mostly fail validation is refused even if its served metrics (mostly
+    # fallback) look fine: it would trip the nearline quality gate
+    mostly_fallback = {**_m(overall=90.0), "valid_rate": 0.3, "served": _m(overall=81.0)}
+    decision = gate(mostly_fallback, PROD, S)
+    assert not decision.ok and any("valid JSON rate 0.30" in r for r in decision.reasons)

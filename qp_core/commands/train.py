@@ -23,9 +23,10 @@ def _console():
 
 
 def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
-    from qp_core.training.chain import make_context
+    from qp_core.training.chain import ensure_world, make_context
 
     console = console or _console()
+    ensure_world()  # before the context: a run id is named after the lake's newest date
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,10 +128,9 @@ def stage(
     rerun: bool = typer.Option(False, help="Run again even if it finished."),
 ) -> None:
     """Run one stage of a run (resumes from its checkpoint)."""
-    from qp_core.training.chain import ensure_world, run_stage
+    from qp_core.training.chain import run_stage
 
     ctx = _ctx(section, profile, run_id, dt, False)
-    ensure_world()
     info = run_stage(ctx, name, rerun=rerun)
     typer.echo(json.dumps(info, ensure_ascii=False, indent=1, default=str))
 

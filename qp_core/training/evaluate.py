@@ -46,8 +46,15 @@ def evaluate_model(
     max_new_tokens: int = 192,
     bf16: bool = True,
     samples_path: str | Path | None = None,
+    fallback=None,
 ) -> dict[str, Any]:
-    """Greedy generation on ``rows`` + metrics; writes the raw outputs to ``samples_path`` (jsonl) if given."""
+    """Greedy generation on ``rows`` + metrics; writes the raw outputs to ``samples_path`` (jsonl) if given.
+
+    The model is scored on its own outputs (an output that fails validation counts as an empty
+    prediction). With ``fallback`` (the legacy pipeline) the result also carries ``served``: the metrics
+    of what the nearline pipeline would publish with this model — its valid outputs, and the legacy
+    pipeline's answer wherever the output failed validation (``jobs/validate.py``, ``src=fallback``).
+    """
     from qp_core.training.data import unified_prompt
     from qp_core.training.generate import generate_texts
 
@@ -56,6 +63,8 @@ def evaluate_model(
     texts = [t[0] for t in generate_texts(model_dir, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, bf16=bf16)]
     preds = parse_texts(texts, rows)
     metrics = score(preds, rows)
+    if fallback is not None:
+        metrics["served"] = served_metrics(preds, rows, fallback)
     metrics["eval_s"] = round(time.time() - t0, 1)
     metrics["n"] = len(rows)
     if samples_path:
@@ -102,6 +111,17 @@ def evaluate_task_models_separately(
     out["overall"] = sum(parts) / len(parts) if parts else 0.0
     out["eval_s"] = round(time.time() - t0, 1)
     out["n"] = len(rows)
+    return out
+
+
+def served_metrics(preds: list[dict[str, Any] | None], rows: list[dict[str, Any]], fallback) -> dict[str, Any]:
+    """Metrics of the served results: ``preds`` where valid, ``fallback.predict_batch`` elsewhere."""
+    missing = [i for i, p in enumerate(preds) if p is None]
+    served = list(preds)
+    for i, p in zip(missing, fallback.predict_batch([rows[i]["query"] for i in missing]) if missing else []):
+        served[i] = p
+    out = score(served, rows)
+    out["fallback_rate"] = len(missing) / max(1, len(rows))
     return out
 
 
