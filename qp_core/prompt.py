@@ -43,7 +43,7 @@ from qp_core.schema import (
 
 # Bump when the template (instruction wording, message layout) changes: records carry it, and the
 # sampler re-generates queries whose stored prompt version differs.
-PROMPT_VERSION = "p2"
+PROMPT_VERSION = "p3"
 TASKS = ("ner", "seg", "tw", "taxonomy", "intent")
 
 _CTRL = re.compile(r"[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
@@ -70,6 +70,7 @@ class ModeSettings(BaseModel):
     keys: PromptKeys = PromptKeys()
     list_types: bool = True
     list_labels: bool = True
+    query_last: bool = False  # context first, query next to the answer (see conf/prompt.yaml)
 
 
 class PromptSettings(BaseModel):
@@ -198,11 +199,9 @@ def _user_payload(query: Any, history: Iterable[Any], notes: Iterable[Any], ms: 
     hist = [h for h in (clean_query(h, ms.max_history_chars) for h in (history or ())) if h]
     hist = hist[-ms.max_history:] if ms.max_history else []  # the k most recent
     note_list = [n for n in (clean_text(n, ms.max_note_chars) for n in (notes or ())) if n][: ms.max_notes]
-    return {
-        ms.keys.query: clean_query(query, ms.max_query_chars),
-        ms.keys.history: hist,
-        ms.keys.notes: note_list,
-    }
+    q = {ms.keys.query: clean_query(query, ms.max_query_chars)}
+    context = {ms.keys.history: hist, ms.keys.notes: note_list}
+    return {**context, **q} if ms.query_last else {**q, **context}
 
 
 def _json(obj: Any) -> str:

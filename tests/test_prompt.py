@@ -105,8 +105,10 @@ def test_user_text_cannot_escape_its_delimiters(mode, evil):
     assert len(msgs) == 2 and msgs[0]["role"] == "system"
     user = msgs[1]["content"]
     payload = json.loads(user)  # the whole message is one JSON object: nothing leaked outside it
-    keys = prompt.load_prompt_settings().mode(mode).keys
-    assert list(payload) == [keys.query, keys.history, keys.notes]
+    ms = prompt.load_prompt_settings().mode(mode)
+    keys = ms.keys
+    expected = [keys.history, keys.notes, keys.query] if ms.query_last else [keys.query, keys.history, keys.notes]
+    assert list(payload) == expected
     values = [payload[keys.query], *payload[keys.history], *payload[keys.notes]]
     assert all(isinstance(v, str) for v in values)
     for v in values:
@@ -190,3 +192,11 @@ def test_builder_matches_build_messages_and_sees_rules_edits(tmp_path, monkeypat
     edited = prompt.build_messages("兰蔻", rules_mode="compact")[0]["content"]
     assert edited.endswith("新规则:测试") and edited != b.system
     assert prompt.PromptBuilder("compact").system == edited
+
+
+def test_query_last_puts_the_query_after_its_context():
+    """Compact mode (conf/prompt.yaml query_last) ends the user message with the query; full mode starts with it."""
+    compact = prompt.build_messages("兰蔻 小黑瓶", ["兰蔻"], ["兰蔻精华测评"], rules_mode="compact")[1]["content"]
+    full = prompt.build_messages("兰蔻 小黑瓶", ["兰蔻"], ["兰蔻精华测评"], rules_mode="full")[1]["content"]
+    assert list(json.loads(compact)) == ["h", "n", "q"] and compact.endswith(f'"q":"{normalize_query("兰蔻 小黑瓶")}"}}')
+    assert list(json.loads(full)) == ["query", "history", "notes"]

@@ -35,7 +35,6 @@ class SFTStageSettings(_Model):
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.0
     max_length: int = 768
-    group_by_length: bool = True  # batch rows of similar length: short aux rows stop paying for long padding
     save_steps: int = 100
     logging_steps: int = 10
 

@@ -81,7 +81,6 @@ def sft_config(out_dir: str | Path, st: SFTStageSettings, *, bf16: bool, seed: i
         learning_rate=st.learning_rate,
         lr_scheduler_type=st.lr_scheduler,
         warmup_steps=st.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of max_steps
-        train_sampling_strategy="group_by_length" if st.group_by_length else "random",
         weight_decay=0.0,
         max_length=st.max_length,
         packing=False,
