@@ -23,10 +23,9 @@ def _console():
 
 
 def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
-    from qp_core.training.chain import ensure_world, make_context
+    from qp_core.training.chain import make_context
 
     console = console or _console()
-    ensure_world()  # before the context: a run id is named after the lake's newest date
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -88,13 +88,15 @@ def make_context(
     fresh: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ChainContext:
-    """Settings + run folder. ``run_id`` defaults to ``<section>-<dt>`` so a rerun of the same run resumes."""
+    """Settings + run folder (generating the default world first if the lake has none). ``run_id`` defaults
+    to ``<section>-<dt>`` so a rerun of the same run resumes."""
     if section is None and profile is not None:
         section = section_for_profile(profile)
     over = dict(overrides or {})
     if profile is not None:
         over.setdefault("profile", profile)
     settings = load_training_settings(section, over)
+    ensure_world()  # first: the run id is named after the lake's newest date
     dt = dt or newest_dt("raw/query_log") or newest_dt("raw/annotations") or time.strftime("%Y-%m-%d")
     run_id = run_id or f"{settings.section}-{dt}" + ("" if settings.context else "-noctx")
     run_dir = training_root() / "runs" / run_id
@@ -454,7 +456,6 @@ def default_stages(settings: TrainingSettings) -> list[str]:
 
 def run_chain(ctx: ChainContext, stages: list[str] | None = None, **stage_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Run ``stages`` (default: all that the settings need) in order; returns each stage's info."""
-    ensure_world()
     out: dict[str, Any] = {}
     for stage in stages or default_stages(ctx.settings):
         out[stage] = run_stage(ctx, stage, **stage_kwargs.get(stage, {}))
@@ -471,7 +472,6 @@ def run_isolated_ablation(ctx: ChainContext, steps: int | None = None, tasks=("n
     from qp_core.training.sft import train_sft
 
     s = ctx.settings
-    ensure_world()
     run_stage(ctx, "base")
     anns = training_annotations(ctx)
     st = s.sft1.model_copy(update={"max_steps": steps or s.sft1.max_steps, "lambda_aux": 0.0})
@@ -547,8 +547,6 @@ def stage_main(stage: str, argv: list[str] | None = None, **stage_kwargs: Any) -
 
     setup_job_logging()
     args = stage_argparser(stage).parse_args(argv)
-    if stage in ("aux", "base"):
-        ensure_world()  # before the context: the run id is named after the lake's newest date
     ctx = make_context(args.section, profile=args.profile, run_id=args.run_id, dt=args.dt,
                        overrides={"context": False} if args.no_context else None,
                        progress=lambda m: logger.info("%s", m))

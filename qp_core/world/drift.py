@@ -118,21 +118,17 @@ def apply_drift(lex: Lexicon, day_of: dict[str, int]) -> Lexicon:
     def many(ws: list[Word]) -> list[Word]:
         return [move(w) for w in ws]
 
-    return Lexicon(
+    return dataclasses.replace(
+        lex,
         brands=many(lex.brands),
         aliases={k: many(v) for k, v in lex.aliases.items()},
         series={k: many(v) for k, v in lex.series.items()},
         ptypes={k: many(v) for k, v in lex.ptypes.items()},
         topics={k: many(v) for k, v in lex.topics.items()},
-        quals={k: list(v) for k, v in lex.quals.items()},
-        intents={k: list(v) for k, v in lex.intents.items()},
-        evals=list(lex.evals),
-        stops=list(lex.stops),
-        puncts=list(lex.puncts),
-        locations=list(lex.locations),
         pois=many(lex.pois),
         persons=many(lex.persons),
         ips=many(lex.ips),
+        packs_cache={},  # the composer's domain packs are built from the drifted words
     )
 
 
