@@ -334,5 +334,6 @@ def _generate_chunk(engine: GenerationEngine, rows: list[dict[str, Any]]) -> lis
 
     messages = [_messages(r) for r in rows]
     good = [m for m in messages if m is not None]
-    out = iter(engine.generate(good) if good else [])
+    queries = [r.get("query_norm") or "" for r, m in zip(rows, messages) if m is not None]
+    out = iter(engine.generate(good, queries=queries) if good else [])
     return [next(out) if m is not None else Generation("", 0, 0, "error", "bad_messages_json") for m in messages]

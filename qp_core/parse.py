@@ -14,7 +14,9 @@ Repairs are applied only where the intended object is unambiguous, and each is r
 * ``trailing_text``    — other text after it (e.g. ``<|im_end|>``, a closing remark);
 * ``trailing_comma``   — commas directly before ``}`` or ``]`` (outside strings) and nothing else wrong;
 * ``strip_whitespace`` — leading/trailing whitespace around entity texts/types, segments, labels,
-  intent description (spans are measured on whitespace-free text, so this never moves a span).
+  intent description (spans are measured on whitespace-free text, so this never moves a span);
+* ``duplicate_category`` — a taxonomy label repeated in the ranked ``category`` list: later copies are
+  dropped (the first is its rank). The one rule the query grammar (``qp_core.grammar``) cannot express.
 
 Things that are *not* repaired because the intent is ambiguous: two or more JSON objects,
 a truncated object, duplicate keys, NaN/Infinity, wrong JSON types (``"3"`` or ``3.0`` or ``true`` as a
@@ -43,7 +45,8 @@ MAX_INPUT_CHARS = 65_536
 MAX_OBJECT_STARTS = 256
 MAX_ERROR_CHARS = 1_000
 
-REPAIRS = ("decode_bytes", "code_fence", "leading_text", "trailing_text", "trailing_comma", "strip_whitespace")
+REPAIRS = ("decode_bytes", "code_fence", "leading_text", "trailing_text", "trailing_comma", "strip_whitespace",
+           "duplicate_category")
 
 # C0/C1 controls, zero-width and bidi/format characters: never valid inside a published string.
 _BAD_CHARS = re.compile(r"[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
@@ -254,6 +257,16 @@ def _strip_whitespace(data: dict[str, Any]) -> bool:
     return changed
 
 
+def _drop_repeated_labels(data: dict[str, Any]) -> bool:
+    """Keep the first occurrence of each (hashable) label in ``category``; True if anything was dropped."""
+    labels = data.get("category")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        return False
+    unique = list(dict.fromkeys(labels))
+    data["category"] = unique
+    return len(unique) != len(labels)
+
+
 def _short(exc: BaseException | str) -> str:
     msg = str(exc)
     return msg if len(msg) <= MAX_ERROR_CHARS else msg[:MAX_ERROR_CHARS] + "…"
@@ -284,6 +297,8 @@ def _parse(text: Any, query: Any, max_chars: int) -> ParseResult:
         return ParseResult(None, error, repairs, "json")
     if _strip_whitespace(data):
         repairs.append("strip_whitespace")
+    if _drop_repeated_labels(data):
+        repairs.append("duplicate_category")
     errors = validation_errors(data, query)
     if errors:
         return ParseResult(None, _short("; ".join(errors)), repairs, "schema")

@@ -80,6 +80,7 @@ def test_reordered_fields_come_back_in_canonical_order():
         ("结果：" + GOOD_TEXT[:-1] + ",}" + "\n完", ["leading_text", "trailing_text", "trailing_comma"]),
         (GOOD_TEXT.encode("utf-8"), ["decode_bytes"]),
         (GOOD_TEXT.replace('"色号"', '" 色号\\t"').replace('"brand"', '"brand "'), ["strip_whitespace"]),
+        (GOOD_TEXT.replace('["美妆/彩妆"]', '["美妆/彩妆","美妆/彩妆"]'), ["duplicate_category"]),
     ],
 )
 def test_unambiguous_repairs_are_applied_and_named(text, repairs):

@@ -1,7 +1,8 @@
-"""Generation engines behind one interface (``GenerationEngine.generate(list_of_messages) -> list[Generation]``).
+"""Generation engines behind one interface (``GenerationEngine.generate(messages, queries=...) -> list[Generation]``).
 
-``vllm`` (vLLM's offline ``LLM``: structured JSON output, prefix caching) is the main path; ``hf`` (plain
-transformers ``generate``) is a fallback behind the same interface for machines where vLLM can't run.
+``vllm`` (vLLM's offline ``LLM``: structured output, prefix caching) is the main path; ``hf`` (plain
+transformers ``generate``) is a fallback behind the same interface for machines where vLLM can't run. Both
+hold each row to its query's grammar (``qp_core.grammar``) when given the queries.
 Backends are imported lazily by ``make_engine`` so importing this package stays cheap.
 """
 

@@ -54,6 +54,9 @@ class EngineSettings(BaseModel):
     seed: int = 0
     # constrained decoding to qp_core.schema.json_schema(); guidance: valid 32/32 (DESIGN §5)
     structured_output: bool = True
+    # with structured_output: rows that come with their query are held to that query's grammar
+    # (qp_core.grammar: segments tile the query, one weight per segment, entities are its substrings)
+    query_grammar: bool = True
     structured_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = "guidance"
     enable_prefix_caching: bool = True
     enforce_eager: bool = True  # CPU: 15-50 s start instead of ~60 s
@@ -80,8 +83,27 @@ class GenerationEngine(ABC):
         self.settings = settings
 
     @abstractmethod
-    def generate(self, messages: Sequence[Messages], max_tokens: int | None = None) -> list[Generation]:
-        """One ``Generation`` per prompt, in order; ``max_tokens`` defaults to ``settings.max_new_tokens``."""
+    def generate(
+        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None
+    ) -> list[Generation]:
+        """One ``Generation`` per prompt, in order; ``max_tokens`` defaults to ``settings.max_new_tokens``.
+
+        ``queries`` (aligned with ``messages``) lets the engine hold each row to its query's grammar.
+        """
+
+    def grammars(self, queries: Sequence[str] | None, n: int) -> list[str | None]:
+        """Per-row query grammar where the settings ask for one and the row has a query, else None."""
+        from qp_core.grammar import query_grammar
+
+        if not (self.settings.structured_output and self.settings.query_grammar and queries):
+            return [None] * n
+        out: list[str | None] = []
+        for q in queries:
+            try:
+                out.append(query_grammar(q) if q else None)
+            except ValueError:  # empty after normalisation: the validator rejects the row anyway
+                out.append(None)
+        return out
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.render(messages))

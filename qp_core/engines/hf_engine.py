@@ -51,9 +51,16 @@ class HFEngine(GenerationEngine):
     def render(self, messages: Messages) -> list[int]:
         return render_chat(self.tokenizer, messages)
 
-    def generate(self, messages: Sequence[Messages], max_tokens: int | None = None) -> list[Generation]:
+    def generate(
+        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None
+    ) -> list[Generation]:
+        from transformers import LogitsProcessorList
+
+        from qp_core.grammar import HFGrammarProcessor
+
         torch = self.torch
         max_tokens = max_tokens or self.settings.max_new_tokens
+        grammars = self.grammars(queries, len(messages))
         limit = min(self.settings.max_prompt_tokens, self.settings.max_model_len - max_tokens)
         results: list[Generation | None] = [None] * len(messages)
         todo: list[tuple[int, list[int]]] = []
@@ -74,11 +81,15 @@ class HFEngine(GenerationEngine):
             width = max(len(ids) for _, ids in batch)
             input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in batch], device=self.device)
             mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch], device=self.device)
+            rows = [grammars[i] for i, _ in batch]
+            processors = None
+            if any(g is not None for g in rows):
+                processors = LogitsProcessorList([HFGrammarProcessor(self.tokenizer, rows)])
             started = time.perf_counter()
             with torch.no_grad():
                 out = self.model.generate(
                     input_ids=input_ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
-                    pad_token_id=pad, eos_token_id=sorted(self.eos_ids),
+                    pad_token_id=pad, eos_token_id=sorted(self.eos_ids), logits_processor=processors,
                 )
             wall = time.perf_counter() - started
             for (i, ids), seq in zip(batch, out[:, width:].tolist()):

@@ -83,13 +83,17 @@ class VLLMEngine(GenerationEngine):
     def render(self, messages: Messages) -> list[int]:
         return render_chat(self.tokenizer, messages)
 
-    def _sampling_params(self, max_tokens: int):
+    def _sampling_params(self, max_tokens: int, grammar: str | None = None):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
         from qp_core.schema import json_schema
 
-        structured = StructuredOutputsParams(json=json_schema()) if self.settings.structured_output else None
+        structured = None
+        if grammar is not None:
+            structured = StructuredOutputsParams(grammar=grammar)
+        elif self.settings.structured_output:
+            structured = StructuredOutputsParams(json=json_schema())
         return SamplingParams(
             temperature=self.settings.temperature,
             max_tokens=max_tokens,
@@ -97,10 +101,13 @@ class VLLMEngine(GenerationEngine):
             structured_outputs=structured,
         )
 
-    def generate(self, messages: Sequence[Messages], max_tokens: int | None = None) -> list[Generation]:
+    def generate(
+        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None
+    ) -> list[Generation]:
         from vllm.inputs import TokensPrompt
 
         max_tokens = max_tokens or self.settings.max_new_tokens
+        grammars = self.grammars(queries, len(messages))
         limit = min(self.settings.max_prompt_tokens, self.settings.max_model_len - max_tokens)
         results: list[Generation | None] = [None] * len(messages)
         batch: list[Any] = []
@@ -118,7 +125,8 @@ class VLLMEngine(GenerationEngine):
             index.append(i)
         if batch:
             started = time.perf_counter()
-            outputs = self.llm.generate(batch, self._sampling_params(max_tokens), use_tqdm=False)
+            params = [self._sampling_params(max_tokens, grammars[i]) for i in index]
+            outputs = self.llm.generate(batch, params, use_tqdm=False)
             wall = time.perf_counter() - started
             for i, out in zip(index, outputs):
                 comp = out.outputs[0]

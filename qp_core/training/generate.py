@@ -42,9 +42,17 @@ def generate_texts(
     bf16: bool = True,
     seed: int = 0,
     progress: Any = None,
+    grammars: list[str] | None = None,
 ) -> list[list[str]]:
-    """For each prompt (chat messages), ``num_return_sequences`` completions (decoded, special tokens dropped)."""
+    """For each prompt (chat messages), ``num_return_sequences`` completions (decoded, special tokens dropped).
+
+    ``grammars`` (one Lark grammar per prompt, ``qp_core.grammar.query_grammar``) constrains each prompt's
+    decoding to its own grammar, as the nearline vLLM engine does.
+    """
     import torch
+    from transformers import LogitsProcessorList
+
+    from qp_core.grammar import HFGrammarProcessor
 
     model, tok = model_dir if isinstance(model_dir, tuple) else load_for_generation(model_dir, bf16)
     torch.manual_seed(seed)
@@ -64,6 +72,9 @@ def generate_texts(
         for start in range(0, len(order), step):
             idx = order[start:start + step]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            if grammars is not None:
+                proc = HFGrammarProcessor(tok, [grammars[i] for i in idx], num_return_sequences)
+                gen_kwargs["logits_processor"] = LogitsProcessorList([proc])
             gen = model.generate(**enc, **gen_kwargs)
             new = gen[:, enc["input_ids"].shape[1]:]
             n_tokens += int((new != tok.pad_token_id).sum())

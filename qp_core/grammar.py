@@ -1,0 +1,123 @@
+"""Query-aware constrained decoding: one grammar per query that admits only outputs valid for that query.
+
+Why: the contract's hardest rules depend on the query, so a static JSON schema cannot express them —
+``segments`` must tile the normalised query, ``weights`` has one level per segment, entity texts are
+substrings of the query, left to right. A small model's typical failure is one wrong character while copying
+the query, which costs the whole row (it falls back to the legacy answer). The grammar built here makes those
+rules part of decoding, so every complete output passes ``schema.validation_errors`` except for a repeated
+category label (not expressible compactly; the validator still catches it). The text is byte-for-byte the
+canonical serialisation (``schema.dump_unified``) the model was trained on, so the constraint only removes
+choices, it never forces an unfamiliar format.
+
+The grammar is Lark as llguidance reads it; vLLM takes it as ``StructuredOutputsParams(grammar=...)`` with
+the ``guidance`` backend, and ``HFGrammarProcessor`` applies it to ``transformers`` generation.
+
+Construction, over the characters c_1..c_n of ``normalize.compact(query)``:
+
+* segments: ``seg_i`` is "after c_i": either c_{i+1} continues the segment, or ``","`` opens a new one and
+  the rule also emits one more weight *after* the segments close — a nested (context-free) way to make the
+  number of weights equal the number of segments;
+* entities: ``ent_i`` = one entity starting at or after i (any substring c_j..c_k), then ``]`` or the next
+  entity starting at or after k: O(n²) alternatives, which keeps them ordered and non-overlapping.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from qp_core.normalize import compact
+from qp_core.schema import MAX_CATEGORIES, MAX_INTENT_CHARS, MAX_WEIGHT, entity_types, taxonomy_labels
+
+
+def _lit(text: str) -> str:
+    """A Lark string literal matching ``text`` exactly."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _json_chars(text: str) -> str:
+    """``text`` as it appears inside a JSON string of the canonical serialisation."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def query_grammar(query: str, max_entity_chars: int = 32) -> str:
+    """The Lark grammar of every valid unified output for ``query`` (canonical compact JSON)."""
+    q = compact(query)
+    if not q:
+        raise ValueError("query is empty after normalisation")
+    n = len(q)
+    ch = [_json_chars(c) for c in q]
+    lines = [
+        'start: "{\\"entities\\":" ents ",\\"segments\\":[\\"" ' + _lit(ch[0]) + " seg_1 "
+        '"],\\"category\\":[" cats "],\\"intent_desc\\":\\"" INTENT "\\"}"',
+        "ents: \"[]\" | \"[\" ent_0",
+        "etype: " + " | ".join(_lit(_lit(t)) for t in entity_types()),
+        "cat: " + " | ".join(_lit(_lit(label)) for label in taxonomy_labels()),
+        "cats: cat" + "".join(' ("," cat' for _ in range(MAX_CATEGORIES - 1)) + ")?" * (MAX_CATEGORIES - 1),
+        f"w: /[0-{MAX_WEIGHT}]/",
+        # first character not whitespace (intent must not be blank); no quote, backslash or control chars
+        f'INTENT: /[^"\\\\\\x00-\\x1f\\s][^"\\\\\\x00-\\x1f]{{0,{MAX_INTENT_CHARS - 1}}}/',
+    ]
+    for i in range(1, n):
+        nxt = _lit(ch[i])
+        lines.append(f'seg_{i}: {nxt} seg_{i + 1} | "\\",\\"" {nxt} seg_{i + 1} "," w')
+    lines.append(f'seg_{n}: "\\"],\\"weights\\":[" w')
+    for i in range(n):
+        lines.append(f"ent_{i}: " + " | ".join(f"span_{j}" for j in range(i, n)))
+    for j in range(n):
+        alts = []
+        for k in range(j + 1, min(n, j + max_entity_chars) + 1):
+            text = _lit("".join(ch[j:k]))
+            tail = '"]"' if k == n else f'("]" | "," ent_{k})'
+            alts.append(f'"{{\\"text\\":\\"" {text} "\\",\\"type\\":" etype "}}" {tail}')
+        lines.append(f"span_{j}: " + " | ".join(alts))
+    return "\n".join(lines) + "\n"
+
+
+class HFGrammarProcessor:
+    """A ``transformers`` logits processor that masks each row's logits to its own query grammar.
+
+    One llguidance matcher per batch row (``grammars[i]`` repeated ``num_return_sequences`` times, as
+    ``generate`` lays rows out); a row whose grammar is None runs free. A stopped matcher admits only EOS.
+    A matcher in error (not expected: every token it is fed was allowed by its own mask) leaves its row
+    unconstrained; the validator still judges the output.
+    """
+
+    def __init__(self, tokenizer, grammars: Sequence[str | None], num_return_sequences: int = 1):
+        import llguidance
+        import llguidance.hf
+        import llguidance.torch
+
+        self._lt = llguidance.torch
+        lltok = llguidance.hf.from_tokenizer(tokenizer)
+        self.matchers = []
+        for g in grammars:
+            compiled = llguidance.LLMatcher.grammar_from_lark(g) if g is not None else None
+            self.matchers += [
+                llguidance.LLMatcher(lltok, compiled, log_level=0) if compiled else None
+                for _ in range(num_return_sequences)
+            ]
+        self.bitmask = self._lt.allocate_token_bitmask(len(self.matchers), lltok.vocab_size)
+        self._prompt_len: int | None = None
+
+    def __call__(self, input_ids, scores):
+        if self._prompt_len is None:
+            self._prompt_len = input_ids.shape[1]
+        else:  # feed each row the token chosen at the previous step
+            for m, tok in zip(self.matchers, input_ids[:, -1].tolist()):
+                if m is not None and not m.is_stopped() and not m.is_error():
+                    m.consume_token(tok)
+        for i, m in enumerate(self.matchers):
+            if m is None or m.is_error():
+                self.bitmask[i].fill_(-1)
+            else:
+                self._lt.fill_next_token_bitmask(m, self.bitmask, i)
+        self._lt.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+        return scores
+
+
+def vllm_structured_params(query: str) -> Any:
+    """vLLM ``StructuredOutputsParams`` for one query (guidance backend)."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(grammar=query_grammar(query))

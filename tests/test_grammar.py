@@ -1,0 +1,96 @@
+"""The per-query grammar admits exactly the valid outputs: every world label, and no broken copy of one."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from qp_core.grammar import query_grammar
+from qp_core.schema import dump_unified, validation_errors
+
+QUERY = "雅诗兰黛 1c1粉底液 色号"
+GOOD = {
+    "entities": [{"text": "雅诗兰黛", "type": "brand"}, {"text": "1c1", "type": "product_series"}],
+    "segments": ["雅诗兰黛", "1c1", "粉底液", "色号"],
+    "weights": [3, 3, 2, 1],
+    "category": ["美妆/彩妆", "美妆/护肤"],
+    "intent_desc": "用户在挑选雅诗兰黛粉底液",
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+def accepts(tokenizer, query: str, text: str) -> bool:
+    """Whether the grammar of ``query`` accepts ``text`` as a complete output, fed as the model's tokens."""
+    import llguidance
+    import llguidance.hf
+
+    matcher = llguidance.LLMatcher(llguidance.hf.from_tokenizer(tokenizer),
+                                   llguidance.LLMatcher.grammar_from_lark(query_grammar(query)), log_level=0)
+    return bool(matcher.consume_tokens(tokenizer.encode(text, add_special_tokens=False))) and matcher.is_accepting()
+
+
+def mutate(d, **changes):
+    return dump_unified({**json.loads(json.dumps(d)), **changes})
+
+
+def test_valid_output_is_accepted(tokenizer):
+    assert accepts(tokenizer, QUERY, dump_unified(GOOD))
+    assert accepts(tokenizer, QUERY, mutate(GOOD, entities=[]))
+    assert accepts(tokenizer, QUERY, mutate(GOOD, segments=["雅诗兰黛1c1粉底液色号"], weights=[2]))
+    assert accepts(tokenizer, 'a"b\\c', mutate(GOOD, entities=[], segments=['a"b', "\\c"], weights=[1, 1]))
+
+
+@pytest.mark.parametrize(
+    "changes, rule",
+    [
+        (dict(segments=["雅诗兰黛", "1c1", "粉底", "色号"]), "segments must tile the query"),
+        (dict(segments=["雅诗兰黛", "1c1", "粉底液色", "号"], weights=[3, 3, 2]), "one weight per segment"),
+        (dict(weights=[3, 3, 2, 1, 0]), "one weight per segment"),
+        (dict(weights=[3, 3, 2, 4]), "weights 0..3"),
+        (dict(entities=[{"text": "兰蔻", "type": "brand"}]), "entity is a substring"),
+        (dict(entities=GOOD["entities"][::-1]), "entities left to right"),
+        (dict(entities=[{"text": "雅诗兰黛", "type": "company"}]), "entity type from the ontology"),
+        (dict(category=[]), "at least one label"),
+        (dict(category=["美妆/香水"]), "label from the taxonomy"),
+        (dict(category=["美妆/彩妆", "美妆/护肤", "时尚/穿搭", "美食/探店"]), "at most 3 labels"),
+        (dict(intent_desc=""), "intent not empty"),
+        (dict(intent_desc="用" * 201), "intent at most 200 chars"),
+    ],
+)
+def test_each_contract_rule_is_enforced(tokenizer, changes, rule):
+    text = mutate(GOOD, **changes)
+    assert validation_errors(json.loads(text), QUERY), f"test case should break the contract: {rule}"
+    assert not accepts(tokenizer, QUERY, text), rule
+
+
+def test_every_world_label_is_accepted_and_no_corrupted_copy_is(tokenizer, small_world):
+    """World labels are valid by construction; a one-character change to a segment or entity never is."""
+    import pyarrow.dataset as ds
+
+    rows = ds.dataset(str(small_world / "raw" / "golden"), format="parquet").to_table().to_pylist()[:200]
+    rng = random.Random(0)
+    for r in rows:
+        label = json.loads(r["label"])
+        assert accepts(tokenizer, r["query"], dump_unified(label)), r
+        bad = json.loads(r["label"])
+        field = rng.choice(["segments", "entities"] if bad["entities"] else ["segments"])
+        if field == "segments":
+            i = rng.randrange(len(bad["segments"]))
+            bad["segments"][i] = bad["segments"][i][:-1] + "々"
+        else:
+            bad["entities"][0]["text"] += "々"
+        assert validation_errors(bad, r["query"])
+        assert not accepts(tokenizer, r["query"], dump_unified(bad)), bad
+
+
+def test_empty_query_has_no_grammar():
+    with pytest.raises(ValueError):
+        query_grammar(" \t ")
