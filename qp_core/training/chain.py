@@ -300,7 +300,8 @@ def stage_evaluate(ctx: ChainContext, include_base: bool = False, legacy: bool =
         else:
             metrics = evaluate_model(model_dir(ctx, name), rows, rules_mode=ctx.rules_mode, context=s.context,
                                      batch_size=s.eval.batch_size, max_new_tokens=s.eval.max_new_tokens,
-                                     bf16=s.bf16, samples_path=out / f"{name}.samples.jsonl", fallback=fallback)
+                                     bf16=s.bf16, samples_path=out / f"{name}.samples.jsonl", fallback=fallback,
+                                     query_grammar=s.eval.query_grammar, free_valid_rate=s.eval.free_valid_rate)
         cache.write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
         results[name] = metrics
         ctx.progress(f"evaluate: {name} overall {metrics.get('overall', 0):.2f}")

@@ -47,22 +47,37 @@ def evaluate_model(
     bf16: bool = True,
     samples_path: str | Path | None = None,
     fallback=None,
+    query_grammar: bool = True,
+    free_valid_rate: bool = False,
 ) -> dict[str, Any]:
     """Greedy generation on ``rows`` + metrics; writes the raw outputs to ``samples_path`` (jsonl) if given.
 
-    The model is scored on its own outputs (an output that fails validation counts as an empty
-    prediction). With ``fallback`` (the legacy pipeline) the result also carries ``served``: the metrics
-    of what the nearline pipeline would publish with this model — its valid outputs, and the legacy
-    pipeline's answer wherever the output failed validation (``jobs/validate.py``, ``src=fallback``).
+    With ``query_grammar`` each row is decoded under its query's grammar, as the nearline engines do
+    (``qp_core.grammar``). The model is scored on its own outputs (an output that fails validation counts
+    as an empty prediction). With ``fallback`` (the legacy pipeline) the result also carries ``served``:
+    the metrics of what the nearline pipeline would publish with this model — its valid outputs, and the
+    legacy pipeline's answer wherever the output failed validation (``jobs/validate.py``, ``src=fallback``).
+    ``free_valid_rate`` adds the valid share of a second, unconstrained decoding (``free_valid_rate``).
     """
+    from qp_core.grammar import query_grammar as grammar_of
     from qp_core.training.data import unified_prompt
-    from qp_core.training.generate import generate_texts
+    from qp_core.training.generate import generate_texts, load_for_generation
 
     t0 = time.time()
     prompts = [unified_prompt(r, rules_mode, context) for r in rows]
-    texts = [t[0] for t in generate_texts(model_dir, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, bf16=bf16)]
+    model = load_for_generation(model_dir, bf16)
+
+    def decode(grammars):
+        return [t[0] for t in generate_texts(model, prompts, batch_size=batch_size,
+                                             max_new_tokens=max_new_tokens, bf16=bf16, grammars=grammars)]
+
+    texts = decode([grammar_of(r["query"]) for r in rows] if query_grammar else None)
     preds = parse_texts(texts, rows)
     metrics = score(preds, rows)
+    metrics["query_grammar"] = query_grammar
+    if free_valid_rate and query_grammar:
+        free = parse_texts(decode(None), rows)
+        metrics["free_valid_rate"] = sum(p is not None for p in free) / max(1, len(rows))
     if fallback is not None:
         metrics["served"] = served_metrics(preds, rows, fallback)
     metrics["eval_s"] = round(time.time() - t0, 1)

@@ -21,6 +21,7 @@ TABLE_COLUMNS = (
     ("TW", "tw_f1"),
     ("Taxonomy", "taxonomy"),
     ("valid JSON %", "valid_pct"),
+    ("valid without grammar %", "free_valid_pct"),
     ("fallback %", "fallback_pct"),
     ("intent chrF", "intent_chrf"),
 )
@@ -36,6 +37,8 @@ def _with_derived(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     if isinstance(row.get("valid_rate"), (int, float)):
         out["valid_pct"] = 100.0 * row["valid_rate"]  # metrics.evaluate reports a fraction 0-1
+    if isinstance(row.get("free_valid_rate"), (int, float)):
+        out["free_valid_pct"] = 100.0 * row["free_valid_rate"]
     if isinstance(row.get("fallback_rate"), (int, float)):
         out["fallback_pct"] = 100.0 * row["fallback_rate"]
     return out
