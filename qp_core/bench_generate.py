@@ -1,6 +1,7 @@
 """Benchmark: generations/s and tokens/s of the vLLM engine with prefix caching on vs off, on real prompts.
 
     python -m qp_core.bench_generate --n 128 --modes compact,full [--model-dir DIR] [--out bench.json]
+    python -m qp_core.bench_generate --caching off --decodings schema,query   # cost of per-query grammars
 
 Prompts are ``qp_core.prompt.build_messages`` for synthetic queries (with rewrite history and candidate notes
 unless ``--no-context``), in the compact and/or full rules rendering, so the shared system prefix is exactly
@@ -8,7 +9,9 @@ what production sends. One engine per caching setting (vLLM fixes it at start); 
 mode gets a short warm-up (excluded from timing) and then one timed batch. Greedy decoding, so both settings
 produce the same tokens and the comparison is like for like. The model defaults to the registry's
 production model, else a freshly created random-init tiny model (say which in the report: a random model's
-answers are longer than a trained one's).
+answers are longer than a trained one's). ``--decodings`` times each batch under the static JSON schema
+and/or each query's own grammar (``qp_core.grammar``) in the same engine; compare them with caching off, or
+the second decoding finds the first one's prompts cached.
 """
 
 from __future__ import annotations
@@ -63,10 +66,10 @@ def _default_model(tmp: Path) -> tuple[str, str]:
 
 
 def run_bench(model_dir: str, n: int, modes: list[str], max_new_tokens: int, context: bool,
-              caching: list[bool], structured: bool = True, backend: str = "vllm") -> list[dict[str, Any]]:
+              caching: list[bool], structured: bool = True, backend: str = "vllm",
+              decodings: tuple[str, ...] = ("schema",)) -> list[dict[str, Any]]:
     from qp_core.engines import engine_settings_for, make_engine
     from qp_core.generate import load_generation_settings
-    from qp_core.parse import parse_output
     from qp_core.prompt import build_messages
 
     triples = bench_queries(n + 4)
@@ -86,34 +89,43 @@ def run_bench(model_dir: str, n: int, modes: list[str], max_new_tokens: int, con
                         for q, h, nt in triples]
                 engine.generate(msgs[:4])  # warm-up: kernels, and (with caching) the shared prefix
                 timed = msgs[4:]
-                t0 = time.perf_counter()
-                gens = engine.generate(timed)
-                wall = time.perf_counter() - t0
-                ok = [g for g in gens if g.error is None]
-                prompt_tok = sum(g.prompt_tokens for g in ok)
-                comp_tok = sum(g.completion_tokens for g in ok)
-                valid = sum(parse_output(g.text, q).result is not None for g, (q, _, _) in zip(gens, triples[4:]))
-                rows.append({
-                    "backend": backend, "rules_mode": mode, "prefix_caching": cache, "prompts": len(timed), "errors": len(gens) - len(ok),
-                    "engine_start_s": round(start_s, 1), "wall_s": round(wall, 2),
-                    "generations_per_s": round(len(ok) / wall, 2),
-                    "completion_tokens_per_s": round(comp_tok / wall, 1),
-                    "total_tokens_per_s": round((prompt_tok + comp_tok) / wall, 1),
-                    "prompt_tokens_mean": round(prompt_tok / max(len(ok), 1), 1),
-                    "completion_tokens_mean": round(comp_tok / max(len(ok), 1), 1),
-                    "valid_rate": round(valid / max(len(gens), 1), 3),
-                })
-                logger.info("bench %s", rows[-1])
+                for decoding in decodings:
+                    queries = [q for q, _, _ in triples[4:]] if decoding == "query" else None
+                    t0 = time.perf_counter()
+                    gens = engine.generate(timed, queries=queries)
+                    wall = time.perf_counter() - t0
+                    rows.append(_row(backend, mode, cache, decoding, start_s, wall, gens, triples[4:]))
+                    logger.info("bench %s", rows[-1])
         finally:
             engine.close()
     return rows
 
 
+def _row(backend, mode, cache, decoding, start_s, wall, gens, triples) -> dict[str, Any]:
+    from qp_core.parse import parse_output
+
+    ok = [g for g in gens if g.error is None]
+    prompt_tok = sum(g.prompt_tokens for g in ok)
+    comp_tok = sum(g.completion_tokens for g in ok)
+    valid = sum(parse_output(g.text, q).result is not None for g, (q, _, _) in zip(gens, triples))
+    return {
+        "backend": backend, "rules_mode": mode, "prefix_caching": cache, "decoding": decoding,
+        "prompts": len(gens), "errors": len(gens) - len(ok),
+        "engine_start_s": round(start_s, 1), "wall_s": round(wall, 2),
+        "generations_per_s": round(len(ok) / wall, 2),
+        "completion_tokens_per_s": round(comp_tok / wall, 1),
+        "total_tokens_per_s": round((prompt_tok + comp_tok) / wall, 1),
+        "prompt_tokens_mean": round(prompt_tok / max(len(ok), 1), 1),
+        "completion_tokens_mean": round(comp_tok / max(len(ok), 1), 1),
+        "valid_rate": round(valid / max(len(gens), 1), 3),
+    }
+
+
 def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
     out = {}
     for mode in {r["rules_mode"] for r in rows}:
-        on = [r for r in rows if r["rules_mode"] == mode and r["prefix_caching"]]
-        off = [r for r in rows if r["rules_mode"] == mode and not r["prefix_caching"]]
+        on = [r for r in rows if r["rules_mode"] == mode and r["prefix_caching"] and r["decoding"] == "schema"]
+        off = [r for r in rows if r["rules_mode"] == mode and not r["prefix_caching"] and r["decoding"] == "schema"]
         if on and off and off[0]["generations_per_s"]:
             out[mode] = round(on[0]["generations_per_s"] / off[0]["generations_per_s"], 2)
     return out
@@ -128,8 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-context", action="store_true", help="query only: no history/notes in the user message")
     p.add_argument("--caching", default="on,off", help="which prefix-caching settings to run")
     p.add_argument("--no-structured", action="store_true")
+    p.add_argument("--decodings", default="schema", help="schema (static JSON schema) and/or query (per-query grammar)")
     p.add_argument("--backend", choices=["vllm", "hf"], default="vllm",
-                   help="hf: the transformers fallback (no prefix caching, no constrained decoding)")
+                   help="hf: the transformers fallback (no prefix caching; constrained only with --decodings query)")
     p.add_argument("--out", default=None, help="write the report JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -138,14 +151,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_dir, model_desc = (args.model_dir, "given") if args.model_dir else _default_model(Path(tmp))
         rows = run_bench(model_dir, args.n, [m for m in args.modes.split(",") if m], args.max_new_tokens,
                          not args.no_context, [c == "on" for c in args.caching.split(",") if c],
-                         structured=not args.no_structured, backend=args.backend)
+                         structured=not args.no_structured, backend=args.backend,
+                         decodings=tuple(d for d in args.decodings.split(",") if d))
     report = {"model_dir": model_dir, "model": model_desc, "cells": rows, "speedup_on_vs_off": speedups(rows),
               "cpu_count": os.cpu_count(), "loadavg_at_end": os.getloadavg()}
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"vLLM generation, {model_desc}")
-    for col in ("rules_mode", "prefix_caching", "prompts", "prompt_tokens_mean", "completion_tokens_mean",
+    for col in ("rules_mode", "prefix_caching", "decoding", "prompts", "prompt_tokens_mean", "completion_tokens_mean",
                 "wall_s", "generations_per_s", "completion_tokens_per_s", "total_tokens_per_s", "valid_rate"):
         table.add_column(col)
     for r in rows:

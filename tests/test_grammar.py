@@ -94,3 +94,22 @@ def test_every_world_label_is_accepted_and_no_corrupted_copy_is(tokenizer, small
 def test_empty_query_has_no_grammar():
     with pytest.raises(ValueError):
         query_grammar(" \t ")
+
+
+def test_grammar_compiles_for_any_query_text():
+    """Fuzz: whatever characters survive normalisation, the generated Lark is valid (vLLM would fail the batch)."""
+    import llguidance
+
+    from qp_core.normalize import compact, normalize_query
+
+    rng = random.Random(7)
+    alphabet = list('"\\/|%#{}[]()<>?*+.^$~`\'!@&=:;,-_ \t') + ["雅", "诗", "✨", "🔥", "Ａ", "é", "ß", "İ", "\u3000", "1", "c"]
+    checked = 0
+    for _ in range(300):
+        q = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
+        if not compact(normalize_query(q)):
+            continue
+        grammar = llguidance.LLMatcher.grammar_from_lark(query_grammar(q))
+        assert llguidance.LLMatcher.validate_grammar(grammar) == "", q
+        checked += 1
+    assert checked > 200
