@@ -220,6 +220,11 @@ def _pointer(root: str | Path | None) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def promotion(*, root: str | Path | None = None) -> dict[str, Any]:
+    """How production was last set: ``version``, ``promoted_at``, ``forced``, ``gate`` reasons ({} if never)."""
+    return _pointer(root) or {}
+
+
 def production(*, root: str | Path | None = None) -> ModelRecord | None:
     """The production model's record, or None when nothing was ever promoted."""
     ptr = _pointer(root)

@@ -158,6 +158,13 @@ def demo(
                 console.print("[red]✗ qp train quick did not produce a production model[/]")
                 raise typer.Exit(1)
         console.print(f"production model {record.version} ({record.profile}, rules {record.rules_mode}) at {record.path}")
+        promotion = registry.promotion()
+        if promotion.get("forced"):
+            console.print(
+                f"[yellow]! {record.version} went live without passing the promotion gate (a bootstrap): "
+                f"{'; '.join(promotion.get('gate', []))}. Its answers are contract-valid (query grammar) but "
+                f"behind the legacy pipeline; `make train` (~21 min) trains one that passes the gate.[/]"
+            )
         if not strict:
             _relax_gate_for_weak_model(record)
         timings["model"] = time.monotonic() - t

@@ -112,8 +112,8 @@ def quick(
         console.print(f"production model exists: {current.version} ({current.path}); nothing to do (--force to retrain)")
         return
     ctx = _ctx("quick", profile, None, None, False, True, console)
-    info = run_chain(ctx, ["base", "sft1", "evaluate", "promote"], evaluate={"legacy": False},
-                     promote={"force": current is None})
+    # legacy evaluated too, so that a forced promotion records how the bootstrap compares (registry.promotion)
+    info = run_chain(ctx, ["base", "sft1", "evaluate", "promote"], promote={"force": current is None})
     _print_reports(console, ctx, info)
 
 

@@ -312,7 +312,7 @@ def stage_evaluate(ctx: ChainContext, include_base: bool = False, legacy: bool =
         if info.get("wall_s") is not None:
             row["stage_wall_s"] = info["wall_s"]
         report_rows.append(row)
-        if "served" in results[name]:
+        if results[name].get("served", {}).get("fallback_rate"):  # identical to the row above when 0
             report_rows.append({"name": f"{row['name']} as served (legacy fallback on invalid)",
                                 "stage": f"{name}+fallback", **results[name]["served"]})
     for stage in STAGES:
