@@ -5,7 +5,7 @@ Why: the contract's hardest rules depend on the query, so a static JSON schema c
 substrings of the query, left to right. A small model's typical failure is one wrong character while copying
 the query, which costs the whole row (it falls back to the legacy answer). The grammar built here makes those
 rules part of decoding, so every complete output passes ``schema.validation_errors`` except for a repeated
-category label (not expressible compactly; the validator still catches it). The text is byte-for-byte the
+category label (not expressible compactly; ``parse`` drops the repeat, repair ``duplicate_category``). The text is byte-for-byte the
 canonical serialisation (``schema.dump_unified``) the model was trained on, so the constraint only removes
 choices, it never forces an unfamiliar format.
 
@@ -24,7 +24,7 @@ Construction, over the characters c_1..c_n of ``normalize.compact(query)``:
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 from qp_core.normalize import compact
 from qp_core.schema import MAX_CATEGORIES, MAX_INTENT_CHARS, MAX_WEIGHT, entity_types, taxonomy_labels
@@ -98,11 +98,11 @@ class HFGrammarProcessor:
                 for _ in range(num_return_sequences)
             ]
         self.bitmask = self._lt.allocate_token_bitmask(len(self.matchers), lltok.vocab_size)
-        self._prompt_len: int | None = None
+        self._first_step = True
 
     def __call__(self, input_ids, scores):
-        if self._prompt_len is None:
-            self._prompt_len = input_ids.shape[1]
+        if self._first_step:  # input_ids is the prompt only
+            self._first_step = False
         else:  # feed each row the token chosen at the previous step
             for m, tok in zip(self.matchers, input_ids[:, -1].tolist()):
                 if m is not None and not m.is_stopped() and not m.is_error():
@@ -115,9 +115,3 @@ class HFGrammarProcessor:
         self._lt.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
         return scores
 
-
-def vllm_structured_params(query: str) -> Any:
-    """vLLM ``StructuredOutputsParams`` for one query (guidance backend)."""
-    from vllm.sampling_params import StructuredOutputsParams
-
-    return StructuredOutputsParams(grammar=query_grammar(query))
