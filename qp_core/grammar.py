@@ -74,6 +74,18 @@ def query_grammar(query: str, max_entity_chars: int = 32) -> str:
     return "\n".join(lines) + "\n"
 
 
+def query_grammars(queries: Sequence[str | None]) -> list[str | None]:
+    """``query_grammar`` per row; None where the query is missing or empty after normalisation (such a row
+    runs unconstrained, and the validator rejects it anyway)."""
+    out: list[str | None] = []
+    for q in queries:
+        try:
+            out.append(query_grammar(q) if q else None)
+        except ValueError:
+            out.append(None)
+    return out
+
+
 class HFGrammarProcessor:
     """A ``transformers`` logits processor that masks each row's logits to its own query grammar.
 

@@ -93,17 +93,11 @@ class GenerationEngine(ABC):
 
     def grammars(self, queries: Sequence[str] | None, n: int) -> list[str | None]:
         """Per-row query grammar where the settings ask for one and the row has a query, else None."""
-        from qp_core.grammar import query_grammar
+        from qp_core.grammar import query_grammars
 
         if not (self.settings.structured_output and self.settings.query_grammar and queries):
             return [None] * n
-        out: list[str | None] = []
-        for q in queries:
-            try:
-                out.append(query_grammar(q) if q else None)
-            except ValueError:  # empty after normalisation: the validator rejects the row anyway
-                out.append(None)
-        return out
+        return query_grammars(queries)
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.render(messages))

@@ -301,7 +301,8 @@ def stage_evaluate(ctx: ChainContext, include_base: bool = False, legacy: bool =
             metrics = evaluate_model(model_dir(ctx, name), rows, rules_mode=ctx.rules_mode, context=s.context,
                                      batch_size=s.eval.batch_size, max_new_tokens=s.eval.max_new_tokens,
                                      bf16=s.bf16, samples_path=out / f"{name}.samples.jsonl", fallback=fallback,
-                                     query_grammar=s.eval.query_grammar, free_valid_rate=s.eval.free_valid_rate)
+                                     query_grammar=_serving_uses_query_grammar(),
+                                     free_valid_rate=s.eval.free_valid_rate)
         cache.write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
         results[name] = metrics
         ctx.progress(f"evaluate: {name} overall {metrics.get('overall', 0):.2f}")
@@ -328,6 +329,14 @@ def stage_evaluate(ctx: ChainContext, include_base: bool = False, legacy: bool =
     paths_ = write_report(ctx.run_dir / "report", report_rows, histories=histories, stage_times=times,
                           notes=notes, title=f"Training chain report — run {ctx.run_id} ({s.profile})")
     return {"report": {k: str(v) for k, v in paths_.items()}, "rows": len(report_rows)}
+
+
+def _serving_uses_query_grammar() -> bool:
+    """Whether the nearline engines decode under each query's grammar (``conf/generation.yaml``)."""
+    from qp_core.generate import load_generation_settings
+
+    engine = load_generation_settings().engine
+    return engine.structured_output and engine.query_grammar
 
 
 def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

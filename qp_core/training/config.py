@@ -72,9 +72,8 @@ class EvalSettings(_Model):
     batch_size: int = 64
     max_new_tokens: int = 192
     stages: list[str] = Field(default_factory=lambda: ["stage1", "stage2", "grpo"])
-    # decode as the nearline engines do (conf/generation.yaml engine.query_grammar), and also measure the
-    # valid-JSON rate of free decoding, which shows how much of the validity the grammar supplies
-    query_grammar: bool = True
+    # models decode as the nearline engines do (conf/generation.yaml engine.query_grammar); this adds the
+    # valid-JSON rate of a free decoding, which shows how much of the validity the grammar supplies
     free_valid_rate: bool = True
 
 

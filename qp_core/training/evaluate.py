@@ -57,9 +57,9 @@ def evaluate_model(
     as an empty prediction). With ``fallback`` (the legacy pipeline) the result also carries ``served``:
     the metrics of what the nearline pipeline would publish with this model — its valid outputs, and the
     legacy pipeline's answer wherever the output failed validation (``jobs/validate.py``, ``src=fallback``).
-    ``free_valid_rate`` adds the valid share of a second, unconstrained decoding (``free_valid_rate``).
+    ``free_valid_rate`` adds the valid share of a second, unconstrained decoding.
     """
-    from qp_core.grammar import query_grammar as grammar_of
+    from qp_core.grammar import query_grammars
     from qp_core.training.data import unified_prompt
     from qp_core.training.generate import generate_texts, load_for_generation
 
@@ -71,7 +71,7 @@ def evaluate_model(
         return [t[0] for t in generate_texts(model, prompts, batch_size=batch_size,
                                              max_new_tokens=max_new_tokens, bf16=bf16, grammars=grammars)]
 
-    texts = decode([grammar_of(r["query"]) for r in rows] if query_grammar else None)
+    texts = decode(query_grammars([r["query"] for r in rows]) if query_grammar else None)
     preds = parse_texts(texts, rows)
     metrics = score(preds, rows)
     metrics["query_grammar"] = query_grammar

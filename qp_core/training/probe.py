@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     res = train_sft(a.base, examples, out, st, seed=a.seed, threads=a.threads)
     train_s = time.time() - t0
-    metrics = evaluate_model(res.model_dir, golden_rows(a.eval, seed=a.seed), rules_mode="compact", free_valid_rate=True,
-                             samples_path=out / "samples.jsonl", fallback=load_or_train())
+    metrics = evaluate_model(res.model_dir, golden_rows(a.eval, seed=a.seed), rules_mode="compact",
+                             free_valid_rate=True, samples_path=out / "samples.jsonl", fallback=load_or_train())
     line = {"name": name, "args": vars(a), "train_s": round(train_s), "examples": len(examples),
             "loss": [(h["step"], round(h["loss"], 4)) for h in res.log_history if "loss" in h], **metrics}
     with open(a.log, "a", encoding="utf-8") as fh:
