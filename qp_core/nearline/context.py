@@ -15,7 +15,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from qp_core import paths
-from qp_core.nearline.sample import QUERY_LOG, QUERY_SAMPLE, normalized_log
+from qp_core.nearline import querylog
+from qp_core.nearline.sample import QUERY_SAMPLE, normalized_log
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import render_note_batches, tokenize_batches
 from qp_core.spark import path_exists, run_sql
@@ -48,13 +49,12 @@ def lookback_dates(dt: str, days: int) -> list[str]:
 
 
 def read_log_window(spark: "SparkSession", dt: str, days: int) -> tuple["DataFrame | None", int]:
-    """Raw log rows of the lookback window (missing days are skipped: early dates have less history)."""
-    parts = [str(paths.partition(QUERY_LOG, d)) for d in lookback_dates(dt, days)]
-    parts = [p for p in parts if path_exists(p)]
-    if not parts:
-        return None, 0
-    df = spark.read.option("basePath", str(paths.dataset(QUERY_LOG))).parquet(*parts)
-    return df, len(parts)
+    """Raw log rows of the lookback window (missing days are skipped: early dates have less history).
+
+    Each partition's schema is checked first (``querylog.LogSchemaError`` names the one that breaks it).
+    """
+    df, found = querylog.read(spark, lookback_dates(dt, days), querylog.CONTEXT_NEEDS)
+    return df, len(found)
 
 
 def history(spark: "SparkSession", log: "DataFrame", targets: "DataFrame", settings: SamplingSettings) -> "DataFrame":

@@ -13,6 +13,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from qp_core import paths
+from qp_core.nearline import querylog
+from qp_core.nearline.querylog import QUERY_LOG
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import normalize_batches
 from qp_core.spark import path_exists, run_sql
@@ -22,7 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-QUERY_LOG = "raw/query_log"
 QUARANTINE = "curated/quarantine"
 QUERY_SAMPLE = "curated/query_sample"
 KV_MANIFEST = "curated/kv_manifest"
@@ -154,15 +155,16 @@ def run(
     settings: SamplingSettings,
     previous_namespace: str | None = None,
 ) -> SampleReport:
-    """Read ``raw/query_log/dt=D``, write ``curated/quarantine/dt=D`` and ``curated/query_sample/dt=D``."""
+    """Read ``raw/query_log/dt=D``, write ``curated/quarantine/dt=D`` and ``curated/query_sample/dt=D``.
+
+    A partition that breaks the log's schema contract raises ``querylog.LogSchemaError`` before anything is
+    written; a malformed row (including undecodable bytes) is quarantined with its reason.
+    """
     from pyspark.sql import functions as F
 
-    src = paths.partition(QUERY_LOG, dt)
-    if not path_exists(src):
-        raise FileNotFoundError(f"no query-log partition {src}")
-    log = spark.read.parquet(str(src))
-    if "dt" in log.columns:
-        log = log.drop("dt")
+    log, _ = querylog.read(spark, [dt], querylog.SAMPLE_NEEDS)  # schema contract checked before any write
+    if log is None:
+        raise FileNotFoundError(f"no query-log partition {paths.partition(QUERY_LOG, dt)}")
     built = build_sample(spark, log, dt, namespace, settings, previous_namespace)
     report = SampleReport(dt=dt, namespace=namespace, mode=built["mode"])
     try:

@@ -17,8 +17,9 @@ from qp_core.normalize import normalize_query, query_key
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-#: Quarantine reasons, in the order they are checked.
-MALFORMED_REASONS = ("null", "empty", "too_long", "symbols_only")
+#: Quarantine reasons, in the order they are checked (``undecodable``: the bytes are not UTF-8).
+MALFORMED_REASONS = ("null", "undecodable", "empty", "too_long", "symbols_only")
+UNDECODABLE = "undecodable"
 
 
 def malformed_reason(raw: str | None, norm: str, max_chars: int) -> str | None:
@@ -38,15 +39,43 @@ def malformed_reason(raw: str | None, norm: str, max_chars: int) -> str | None:
     return None
 
 
+def decode_strings(column: "pa.Array") -> tuple[list[str | None], list[bool]]:
+    """An Arrow string column as Python strings, and which values were not valid UTF-8 (those become None).
+
+    Parquet and Spark carry string bytes unchecked, so one bad row would otherwise raise
+    ``UnicodeDecodeError`` in ``to_pylist`` and fail the whole day. The common case (a valid batch) costs one
+    validation pass; only a batch with a bad value is decoded value by value.
+    """
+    import pyarrow as pa
+
+    try:
+        column.validate(full=True)
+        return column.to_pylist(), [False] * len(column)
+    except pa.ArrowInvalid:
+        pass
+    binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+    values: list[str | None] = []
+    bad: list[bool] = []
+    for raw in column.view(binary).to_pylist():
+        try:
+            values.append(None if raw is None else raw.decode("utf-8"))
+            bad.append(False)
+        except UnicodeDecodeError:
+            values.append(None)
+            bad.append(True)
+    return values, bad
+
+
 def normalize_batches(batches: Iterable["pa.RecordBatch"], max_chars: int) -> Iterator["pa.RecordBatch"]:
     """``mapInArrow`` body: append ``query_norm``, ``query_key``, ``malformed`` to raw query-log batches."""
     import pyarrow as pa
 
     for batch in batches:
-        raw = batch.column(batch.schema.get_field_index("query")).to_pylist()
+        raw, undecodable = decode_strings(batch.column(batch.schema.get_field_index("query")))
         norms = [normalize_query(q) for q in raw]
         keys = [query_key(q) if n else None for q, n in zip(raw, norms)]
-        reasons = [malformed_reason(q, n, max_chars) for q, n in zip(raw, norms)]
+        reasons = [UNDECODABLE if bad else malformed_reason(q, n, max_chars)
+                   for q, n, bad in zip(raw, norms, undecodable)]
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, pa.array(norms, pa.string()), pa.array(keys, pa.string()), pa.array(reasons, pa.string())],
             names=[*batch.schema.names, "query_norm", "query_key", "malformed"],
