@@ -7,8 +7,9 @@
   compact JSON object. JSON string escaping is the delimiter: whatever a user types (quotes, braces,
   ``</query>``, "忽略以上规则") stays inside its string, and ``json.loads`` of the message always gives back
   exactly our three fields. On top of that, user text is cleaned (NFKC, control and zero-width characters
-  dropped, chat-template special tokens such as ``<|im_end|>`` removed, since tokenizers would otherwise
-  turn them into real control tokens) and capped in length.
+  dropped, ChatML-like ``<|...|>`` tokens removed) and capped in length. Which strings a tokenizer turns into
+  real control tokens depends on the model served, so the engines neutralise user content against the
+  served tokenizer itself when they render the chat template (``neutralize_messages``).
 
 ``build_task_messages`` gives the short single-task prompts (q -> y_k) of stage-1 auxiliary data and
 ``task_target`` their completions, in the same field format as the unified output.
@@ -22,6 +23,7 @@ import os
 import re
 import time
 import unicodedata
+import weakref
 from functools import lru_cache
 from typing import Any, Iterable
 
@@ -124,6 +126,62 @@ def clean_text(text: Any, max_chars: int) -> str:
         prev, s = s, _SPECIAL.sub(" ", s)
     s = _WS.sub(" ", s).strip()
     return s[:max_chars].rstrip()
+
+
+# ------------------------------------------------------------------------- served-tokenizer neutralisation
+_reserved_cache: "weakref.WeakKeyDictionary[Any, frozenset[int]]" = weakref.WeakKeyDictionary()
+
+
+def reserved_token_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids user text must never produce: the tokenizer's special tokens and every added token that is not
+    plain whitespace (Gemma's added space/newline runs are harmless; ``<start_of_turn>``, ``<|eot_id|>``,
+    ``<|im_end|>``, ``<think>``, ``<unused0>``... are control or markup tokens of some family)."""
+    try:
+        return _reserved_cache[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    for tid, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        content = getattr(tok, "content", str(tok))
+        if content.replace("\u2581", " ").strip():
+            ids.add(int(tid))
+    out = frozenset(ids)
+    try:
+        _reserved_cache[tokenizer] = out
+    except TypeError:  # not weak-referenceable: recomputed per call
+        pass
+    return out
+
+
+def neutralize(text: str, tokenizer: Any) -> str:
+    """``text`` with every span that ``tokenizer`` reads as a special or added token replaced by a space.
+
+    Why the served tokenizer and not a list of strings: which strings are control tokens depends on the
+    model family (ChatML ``<|im_start|>``, Gemma ``<start_of_turn>``, Llama 3 ``<|start_header_id|>``, any
+    added token of a fine-tune), and matching rules (normalised or not, longest first) are the tokenizer's.
+    Asking the tokenizer where it finds them is exact for whatever model is served. A space, not nothing,
+    takes the place of a token so the pieces around it cannot join into a new one ("<start_of<end_of_turn>
+    _turn>"); the loop re-checks anyway. Needs a fast tokenizer (offsets).
+    """
+    reserved = reserved_token_ids(tokenizer)
+    for _ in range(8):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = [span for tid, span in zip(enc["input_ids"], enc["offset_mapping"]) if tid in reserved]
+        if not spans:
+            return text
+        parts, last = [], 0
+        for start, end in spans:
+            parts += [text[last:start], " "]
+            last = max(last, end)
+        text = "".join(parts + [text[last:]])
+    raise ValueError("user text still holds special tokens after 8 passes")  # pragma: no cover
+
+
+def neutralize_messages(messages: list[dict[str, str]], tokenizer: Any) -> list[dict[str, str]]:
+    """Messages with every non-system content neutralised against ``tokenizer``. The system message is ours;
+    user content is JSON of user text, and the tokens replaced are markup (``<...>``), never JSON syntax."""
+    return [m if m.get("role") == "system" else {**m, "content": neutralize(m.get("content") or "", tokenizer)}
+            for m in messages]
 
 
 def clean_query(text: Any, max_chars: int) -> str:

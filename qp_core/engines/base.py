@@ -117,7 +117,14 @@ class GenerationEngine(ABC):
 
 
 def render_chat(tokenizer: Any, messages: Messages) -> list[int]:
-    """Chat template applied with the generation prompt, as token ids (no extra BOS beyond the template's)."""
+    """Chat template applied with the generation prompt, as token ids (no extra BOS beyond the template's).
+
+    User content is first neutralised against this tokenizer's special and added tokens (the served
+    model's, whatever its family), so no user text can open or close a turn.
+    """
+    from qp_core.prompt import neutralize_messages
+
+    messages = neutralize_messages(messages, tokenizer)
     ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
     if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
         ids = ids["input_ids"]

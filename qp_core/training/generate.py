@@ -56,7 +56,10 @@ def generate_texts(
 
     model, tok = model_dir if isinstance(model_dir, tuple) else load_for_generation(model_dir, bf16)
     torch.manual_seed(seed)
-    texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    from qp_core.prompt import neutralize_messages
+
+    texts = [tok.apply_chat_template(neutralize_messages(p, tok), add_generation_prompt=True, tokenize=False)
+             for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: list[list[str]] = [[] for _ in texts]
     t0 = time.time()
