@@ -164,9 +164,15 @@ def neutralize(text: str, tokenizer: Any) -> str:
     _turn>"); the loop re-checks anyway. Needs a fast tokenizer (offsets).
     """
     reserved = reserved_token_ids(tokenizer)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # the Rust tokenizer: no BatchEncoding overhead
     for _ in range(8):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        spans = [span for tid, span in zip(enc["input_ids"], enc["offset_mapping"]) if tid in reserved]
+        if backend is not None:
+            enc = backend.encode(text, add_special_tokens=False)
+            ids, offsets = enc.ids, enc.offsets
+        else:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        spans = [span for tid, span in zip(ids, offsets) if tid in reserved]
         if not spans:
             return text
         parts, last = [], 0
