@@ -17,7 +17,7 @@ from qp_core.nearline import querylog
 from qp_core.nearline.querylog import QUERY_LOG
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import normalize_batches
-from qp_core.spark import path_exists, run_sql
+from qp_core.ops.spark import path_exists, run_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
