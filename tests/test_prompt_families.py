@@ -41,7 +41,8 @@ CORPUS = ["雅诗兰黛 粉底液 色号 推荐", "露营 帐篷 户外", "iphon
 
 @pytest.fixture(scope="module")
 def chatml(tmp_path_factory):
-    from qp_core.modeling import build_tokenizer, load_profile
+    from qp_core.profiles import load_profile
+    from qp_core.training.modeling import build_tokenizer
 
     return build_tokenizer(CORPUS, tmp_path_factory.mktemp("tiny-tok"), load_profile("tiny").vocab_size)
 

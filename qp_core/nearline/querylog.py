@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qp_core import paths
-from qp_core.spark import path_exists
+from qp_core.lake import QUERY_LOG
+from qp_core.ops.spark import path_exists
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-QUERY_LOG = "raw/query_log"
 #: Documented columns and their logical types (docs/ARCHITECTURE.md, lake table). Extra columns are allowed.
 LOG_COLUMNS = {"user_id": "string", "session_id": "string", "event_time": "timestamp", "query": "string",
                "platform": "string"}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from qp_core import paths
 from qp_core.nearline import querylog
-from qp_core.nearline.querylog import QUERY_LOG
+from qp_core.lake import QUERY_LOG
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import normalize_batches
 from qp_core.ops.spark import path_exists, run_sql

@@ -9,7 +9,7 @@ import pytest
 
 from qp_core import paths
 from qp_core.nearline.querylog import LogSchemaError, schema_problems
-from tests.test_spark_jobs import DT, read, write_log
+from tests.test_nearline_spark_jobs import DT, read, write_log
 
 pytestmark = pytest.mark.spark
 

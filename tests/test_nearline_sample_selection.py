@@ -14,7 +14,7 @@ import pytest
 from qp_core.kv.layout import namespace_for
 from qp_core.kv.manifest import read_manifest, update_manifest
 from qp_core.normalize import query_key
-from tests.test_spark_jobs import read, write_log
+from tests.test_nearline_spark_jobs import read, write_log
 
 pytestmark = pytest.mark.spark
 
