@@ -18,8 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qp_core import paths
-from qp_core.lake import QUERY_LOG
+from qp_core.lake import QUERY_LOG, dataset, partition
 from qp_core.ops.spark import path_exists
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,10 +48,10 @@ def _type_ok(arrow_type: "pa.DataType", logical: str) -> bool:
     raise ValueError(f"unknown logical type {logical!r}")
 
 
-def data_files(partition: Path) -> list[Path]:
+def data_files(part: Path) -> list[Path]:
     """The Parquet data files of a partition (Spark's ``_SUCCESS``/``.crc`` and hidden files left out)."""
-    return sorted(f for f in Path(partition).rglob("*.parquet")
-                  if not any(part.startswith(("_", ".")) for part in f.relative_to(partition).parts))
+    return sorted(f for f in Path(part).rglob("*.parquet")
+                  if not any(name.startswith(("_", ".")) for name in f.relative_to(part).parts))
 
 
 def schema_problems(schema: "pa.Schema", needs: Iterable[str]) -> list[str]:
@@ -78,13 +77,13 @@ def schema_problems(schema: "pa.Schema", needs: Iterable[str]) -> list[str]:
     return problems
 
 
-def check_partition(partition: Path, needs: Iterable[str]) -> None:
+def check_partition(part: Path, needs: Iterable[str]) -> None:
     """Raise ``LogSchemaError`` naming the partition, file and column when a data file breaks the contract."""
     import pyarrow.parquet as pq
 
     needs = tuple(needs)
     errors = []
-    for f in data_files(partition):
+    for f in data_files(part):
         try:
             schema = pq.read_schema(f)
         except Exception as exc:  # noqa: BLE001 - an unreadable footer is a contract breach too
@@ -92,7 +91,7 @@ def check_partition(partition: Path, needs: Iterable[str]) -> None:
             continue
         errors += [f"{f.name}: {p}" for p in schema_problems(schema, needs)]
     if errors:
-        raise LogSchemaError(f"{QUERY_LOG} partition {partition}: " + "; ".join(errors)
+        raise LogSchemaError(f"{QUERY_LOG} partition {part}: " + "; ".join(errors)
                              + f" — documented schema: {LOG_COLUMNS} (docs/ARCHITECTURE.md)")
 
 
@@ -102,11 +101,11 @@ def read(spark: "SparkSession", dts: Iterable[str], needs: Iterable[str]) -> tup
     Every partition is checked before Spark reads any of them, so a bad one stops the step with nothing
     written.
     """
-    found = [(d, paths.partition(QUERY_LOG, d)) for d in dts]
+    found = [(d, partition(QUERY_LOG, d)) for d in dts]
     found = [(d, p) for d, p in found if path_exists(p)]
     if not found:
         return None, []
     for _, part in found:
         check_partition(part, needs)
-    df = spark.read.option("basePath", str(paths.dataset(QUERY_LOG))).parquet(*[str(p) for _, p in found])
+    df = spark.read.option("basePath", str(dataset(QUERY_LOG))).parquet(*[str(p) for _, p in found])
     return (df.drop("dt") if "dt" in df.columns else df), [d for d, _ in found]
