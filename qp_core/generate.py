@@ -50,9 +50,9 @@ class GenerationSettings(BaseModel):
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     # progress granularity: the bar and the log advance every chunk_rows finished rows
     chunk_rows: int = Field(256, ge=1)
-    # rows handed to the engine per call, in whole shards (0 = auto: 4 x engine.max_num_seqs). vLLM keeps its
-    # batch full within a call and drains only at its end, so a call spans several shards; each shard is
-    # still written (and resumed) on its own, and a kill loses at most one call's work.
+    # rows handed to the engine per call, in whole shards (0 = the engine's choice: vLLM 4 x max_num_seqs, hf one
+    # shard). vLLM keeps its batch full within a call and drains only at its end, so a call spans several
+    # shards; each shard is still written (and resumed) on its own, and a kill loses at most one call's work.
     feed_rows: int = Field(0, ge=0)
 
 
@@ -313,16 +313,16 @@ def _generate_shards(dt, model_version, todo, engine, settings, report, progress
         disable=not progress, transient=False,
     ) as bar:
         task = bar.add_task("rows", total=total_rows, dt=dt, shard="-", rate="")
-        pending = [0]
+        state = {"pending": 0, "shown": 0}
 
         def advance(n: int) -> None:  # called as rows finish; the bar moves in chunk_rows steps
-            pending[0] += n
-            if pending[0] >= settings.chunk_rows:
-                bar.advance(task, pending[0])
-                pending[0] = 0
+            state["pending"] += n
+            if state["pending"] >= settings.chunk_rows:
+                bar.advance(task, state["pending"])
+                state["shown"] += state["pending"]
+                state["pending"] = 0
 
-        # The running engine's max_num_seqs (profile included), not generation.yaml's base value.
-        feed_rows = settings.feed_rows or 4 * engine.settings.max_num_seqs
+        feed_rows = settings.feed_rows or engine.feed_rows()
         for feed in feeds(todo, feed_rows):
             started = time.perf_counter()
             first, last = feed[0][0], feed[-1][0]
@@ -346,8 +346,8 @@ def _generate_shards(dt, model_version, todo, engine, settings, report, progress
                 report.shards.append(rep)
                 logger.info("dt=%s model=%s shard %05d: %d rows (%d errors)", dt, model_version, shard,
                             len(shard_rows), rep.errors)
-            bar.advance(task, pending[0])
-            pending[0] = 0
+            bar.advance(task, len(rows) - state["shown"])  # rows not reported (e.g. prompt_too_long) included
+            state.update(pending=0, shown=0)
             comp = sum(g.completion_tokens for g in gens)
             rate = f"{len(rows) / wall:.1f} gen/s, {comp / wall:.0f} tok/s" if wall else ""
             bar.update(task, rate=rate)

@@ -183,6 +183,7 @@ class _CallRecorder:
 
     def __init__(self, engine):
         self.engine, self.settings, self.calls, self.progress = engine, engine.settings, [], []
+        self.feed_rows = engine.feed_rows
 
     def generate(self, messages, max_tokens=None, queries=None, progress=None):
         self.calls.append(len(messages))

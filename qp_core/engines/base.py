@@ -96,6 +96,10 @@ class GenerationEngine(ABC):
         whole shard — keeping its batch full — and still report progress while it runs.
         """
 
+    def feed_rows(self) -> int:
+        """Rows the generate job should hand over per call (whole shards; 1 = one shard per call)."""
+        return 1
+
     def grammars(self, queries: Sequence[str] | None, n: int) -> list[str | None]:
         """Per-row query grammar where the settings ask for one and the row has a query, else None."""
         from qp_core.grammar import query_grammars

@@ -82,6 +82,10 @@ class VLLMEngine(GenerationEngine):
             settings.structured_output, self.start_s,
         )
 
+    def feed_rows(self) -> int:
+        """4 x max_num_seqs: enough queued requests that the continuous batch stays full until near the end."""
+        return 4 * self.settings.max_num_seqs
+
     def render(self, messages: Messages) -> list[int]:
         return render_chat(self.tokenizer, messages)
 

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_notes(root)
         spark = get_session("qp-bench-scale", settings)
         try:
-            run_size(spark, root, 20_000, pool, words, args)  # warm-up, not reported
+            run_size(spark, root, 5_000, pool, words, args)  # warm-up (JVM, JIT, Python workers), not reported
             for n in sizes:
                 rows += run_size(spark, root, n, pool, words, args)
                 print(json.dumps([r for r in rows if r["size"] == n], ensure_ascii=False), flush=True)
