@@ -1,8 +1,8 @@
 """Scale benchmark of the nearline Spark steps on Zipf days of 10^5..10^7 log rows, next to a same-session anchor.
 
-    python -m qp_core.nearline.bench_scale                      # 10^5 and 10^6 rows a day (a few minutes)
-    python -m qp_core.nearline.bench_scale --large              # ... and 10^7 (tens of minutes on 2 cores)
-    python -m qp_core.nearline.bench_scale --sizes 100000 --out var/bench/spark_scale
+    python -m qp_core.bench scale                      # 10^5 and 10^6 rows a day
+    python -m qp_core.bench scale --large              # ... and 10^7 (tens of minutes on 2 cores)
+    python -m qp_core.bench scale --sizes 100000 --out var/bench/spark_scale
 
 Why the days are built inside Spark: the Python world generator makes ~20k rows a day; a production day is
 10^7-10^8. Each day here is ``spark.range(N)`` with query ids drawn from a Zipf law (exponent ``--zipf-s``,
@@ -214,28 +214,31 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="qp_core.nearline.bench_scale", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="qp_core.bench scale", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="100000,1000000", help="rows per day, comma separated")
     p.add_argument("--large", action="store_true", help="add 10^7 rows a day")
     p.add_argument("--lookback-days", type=int, default=2, help="days in context's window (each of N rows)")
     p.add_argument("--zipf-s", type=float, default=1.05)
     p.add_argument("--master", default=None)
     p.add_argument("--driver-memory", default=None, help="e.g. 4g (local mode: the executors' memory too)")
-    p.add_argument("--out", default="var/bench/spark_scale", help="folder for JSON, Markdown and PNG")
+    p.add_argument("--out", default=None, help="folder for JSON, Markdown and PNG (default $QP_HOME/bench/scale)")
     args = p.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x] + ([10**7] if args.large else [])
 
     from qp_core.nearline.settings import load_sampling_settings
-    from qp_core.spark import get_session, load_spark_settings, setup_job_logging
+    from qp_core.ops.spark import get_session, load_spark_settings, setup_job_logging
 
     setup_job_logging()
-    out_dir = Path(args.out)
+    from qp_core import paths
+
+    out_dir = Path(args.out) if args.out else paths.qp_home() / "bench" / "scale"
     out_dir.mkdir(parents=True, exist_ok=True)
     pool, words = world_vocabulary(8000, seed=11)
     settings = load_spark_settings(master=args.master)
     if args.driver_memory:
         settings.conf["spark.driver.memory"] = args.driver_memory
     rows: list[dict[str, Any]] = []
+    saved = os.environ.get("QP_LAKE_ROOT")  # the steps read and write a temporary lake; restored after
     with tempfile.TemporaryDirectory(prefix="qp-bench-scale-") as tmp:
         root = Path(tmp)
         os.environ["QP_LAKE_ROOT"] = str(root)
@@ -248,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(json.dumps([r for r in rows if r["size"] == n], ensure_ascii=False), flush=True)
         finally:
             spark.stop()
+            os.environ.pop("QP_LAKE_ROOT", None) if saved is None else os.environ.update(QP_LAKE_ROOT=saved)
     loads = [r[k] for r in rows if r["step"] == "anchor" for k in ("load1", "load1_after")]
     sz = sorted({r["size"] for r in rows})
     report = {

@@ -13,12 +13,9 @@ import pytest
 
 from qp_core import paths
 from qp_core.engines import Generation
-from qp_core.generate import (
-    GENERATION_COLUMNS,
-    GenerationSettings,
-    run_generation,
-    shard_path,
-)
+from qp_core.lake import generation_shard as shard_path
+from qp_core.nearline.generate import GENERATION_COLUMNS, run_generation
+from qp_core.nearline.settings import GenerationSettings
 from tests.fixtures.engine import engine_settings, write_prompt_shards
 from tests.fixtures.tiny_model import SAMPLE_TEXTS
 
@@ -170,7 +167,7 @@ def test_killed_run_resumes_exactly_once(vllm_engine, tiny_model_dir):
 
 
 def test_feeds_group_whole_shards_up_to_the_feed_size():
-    from qp_core.generate import feeds
+    from qp_core.nearline.generate import feeds
 
     todo = [(s, [{}] * n, "fp") for s, n in enumerate([3, 3, 1, 5, 2])]
     assert [[s for s, _, _ in f] for f in feeds(todo, 6)] == [[0, 1], [2, 3], [4]]

@@ -1,6 +1,6 @@
 """Benchmark: the generate job's overhead over raw ``vllm.LLM.generate`` on identical prompts and sampling params.
 
-    python -m qp_core.bench_overhead [--n 256 --shard-size 64 --max-new-tokens 48 --rounds 2] [--model-dir DIR]
+    python -m qp_core.bench overhead [--n 256 --shard-size 64 --max-new-tokens 48 --rounds 2] [--model-dir DIR]
 
 One vLLM engine (the job's own settings: conf/generation.yaml + the model's profile), prompts written as the
 prompts step writes them (``curated/prompts/dt=D/shard=N`` in a temporary lake). Timed, alternating order
@@ -8,13 +8,13 @@ each round, prefix cache reset before each run:
 
 * ``raw``: ``LLM.generate`` on the prompts already rendered to token ids, with the per-row SamplingParams
   (query grammars included) built beforehand — vLLM alone, nothing of ours inside the clock;
-* ``job``: ``qp_core.generate.run_generation`` on the shards — reading them, fingerprints, chat rendering,
+* ``job``: ``qp_core.nearline.generate.run_generation`` on the shards — reading them, fingerprints, chat rendering,
   grammars, the engine call(s), writing each shard atomically, resume bookkeeping;
 * ``job_per_shard`` (unless ``--no-per-shard``): the job with ``feed_rows=1``, one engine call per shard,
   as before this change: the batch drains at every shard end.
 
 Reported: generations/s of each, and overhead = 1 - job / raw (target <= 5%). Greedy decoding, so the job's
-texts must equal raw's (``same_texts``). The model defaults to bench_generate's (registry production, else
+texts must equal raw's (``same_texts``). The model defaults to ``qp_core.bench.generate``'s (registry production, else
 a random-init tiny model).
 """
 
@@ -87,7 +87,9 @@ def timed_raw(engine, prompts, params) -> tuple[float, list[str], int]:
 def timed_job(engine, model_dir, feed_rows: int) -> tuple[float, list[str], int]:
     import pyarrow.parquet as pq
 
-    from qp_core.generate import generations_dir, load_generation_settings, run_generation
+    from qp_core.lake import generations_dir
+    from qp_core.nearline.generate import run_generation
+    from qp_core.nearline.settings import load_generation_settings
 
     shutil.rmtree(generations_dir(DT, VERSION), ignore_errors=True)
     settings = load_generation_settings().model_copy(update={"engine": engine.settings, "feed_rows": feed_rows})
@@ -101,9 +103,9 @@ def timed_job(engine, model_dir, feed_rows: int) -> tuple[float, list[str], int]
 
 def run(model_dir: str, n: int, shard_size: int, max_new_tokens: int, rounds: int, per_shard: bool,
         rules_mode: str) -> dict[str, Any]:
-    from qp_core.bench_generate import bench_queries
+    from qp_core.bench.generate import bench_queries
     from qp_core.engines import engine_settings_for, make_engine
-    from qp_core.generate import load_generation_settings
+    from qp_core.nearline.settings import load_generation_settings
 
     base = load_generation_settings()
     eng = engine_settings_for(model_dir, base.engine).model_copy(update={"max_new_tokens": max_new_tokens})
@@ -165,7 +167,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="qp_core.bench_overhead", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="qp_core.bench overhead", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", default=None)
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=64)
@@ -173,20 +175,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--rules-mode", default="compact")
     p.add_argument("--no-per-shard", action="store_true", help="skip the one-call-per-shard job variant")
-    p.add_argument("--out", default="var/bench/generate_overhead", help="folder for JSON and Markdown")
+    p.add_argument("--out", default=None, help="folder for JSON and Markdown (default $QP_HOME/bench/overhead)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("qp_core.generate").setLevel(logging.WARNING)
+    logging.getLogger("qp_core.nearline.generate").setLevel(logging.WARNING)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from qp_core.bench_generate import _default_model
+    from qp_core.bench.generate import _default_model
 
+    saved = os.environ.get("QP_LAKE_ROOT")  # prompts and generations go to a temporary lake; restored after
     with tempfile.TemporaryDirectory(prefix="qp-bench-overhead-") as tmp:
-        os.environ["QP_LAKE_ROOT"] = str(Path(tmp) / "lake")
-        model_dir, model = (args.model_dir, "given") if args.model_dir else _default_model(Path(tmp))
-        report = run(model_dir, args.n, args.shard_size, args.max_new_tokens, args.rounds, not args.no_per_shard,
-                     args.rules_mode)
+        try:
+            model_dir, model = (args.model_dir, "given") if args.model_dir else _default_model(Path(tmp))
+            os.environ["QP_LAKE_ROOT"] = str(Path(tmp) / "lake")
+            report = run(model_dir, args.n, args.shard_size, args.max_new_tokens, args.rounds,
+                         not args.no_per_shard, args.rules_mode)
+        finally:
+            os.environ.pop("QP_LAKE_ROOT", None) if saved is None else os.environ.update(QP_LAKE_ROOT=saved)
     report.update(model=model, model_dir=model_dir)
-    out = Path(args.out)
+    from qp_core import paths
+
+    out = Path(args.out) if args.out else paths.qp_home() / "bench" / "overhead"
     out.mkdir(parents=True, exist_ok=True)
     (out / "generate_overhead.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     (out / "generate_overhead.md").write_text(markdown(report), encoding="utf-8")
