@@ -141,7 +141,8 @@ def run(model_dir: str, n: int, shard_size: int, max_new_tokens: int, rounds: in
         "engine": {k: getattr(eng, k) for k in ("backend", "dtype", "enforce_eager", "max_num_seqs",
                                                  "max_num_batched_tokens", "enable_prefix_caching",
                                                  "structured_output", "query_grammar", "max_new_tokens")},
-        "feed_rows": base.feed_rows or 4 * eng.max_num_seqs,  # VLLMEngine.feed_rows "prompts": n, "shard_size": shard_size,
+        "feed_rows": base.feed_rows or 4 * eng.max_num_seqs,  # as VLLMEngine.feed_rows
+        "prompts": n, "shard_size": shard_size,
         "rules_mode": rules_mode, "cells": cells, "generations_per_s_mean": summary,
         "job_overhead": round(1 - summary["job"] / summary["raw"], 4),
         "job_per_shard_overhead": round(1 - summary["job_per_shard"] / summary["raw"], 4) if per_shard else None,
