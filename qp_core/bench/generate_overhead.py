@@ -40,8 +40,8 @@ def write_shards(queries, shard_size: int, rules_mode: str) -> list[dict[str, An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from qp_core import paths
-    from qp_core.nearline.prompts import MANIFEST_NAME, PROMPTS, prefix_hash
+    from qp_core.lake import MANIFEST_NAME, PROMPTS, partition
+    from qp_core.nearline.prompts import prefix_hash
     from qp_core.normalize import normalize_query, query_key
     from qp_core.prompt import build_messages, prompt_metadata
 
@@ -53,7 +53,7 @@ def write_shards(queries, shard_size: int, rules_mode: str) -> list[dict[str, An
                      "messages_json": json.dumps(msgs, ensure_ascii=False, separators=(",", ":")),
                      "prefix_hash": prefix_hash(msgs), "rules_version": meta["rules_version"],
                      "prompt_version": str(meta["prompt_version"]), "reason": "missing", "pos": i})
-    part = paths.partition(PROMPTS, DT)
+    part = partition(PROMPTS, DT)
     shards = []
     for s, start in enumerate(range(0, len(rows), shard_size)):
         folder = part / f"shard={s:05d}"

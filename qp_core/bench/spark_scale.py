@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = [int(x) for x in args.sizes.split(",") if x] + ([10**7] if args.large else [])
 
     from qp_core.nearline.settings import load_sampling_settings
-    from qp_core.ops.spark import get_session, load_spark_settings, setup_job_logging
+    from qp_core.ops.process import setup_job_logging
+    from qp_core.ops.spark import get_session, load_spark_settings
 
     setup_job_logging()
     from qp_core import paths

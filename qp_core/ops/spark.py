@@ -223,14 +223,6 @@ class session_scope:  # noqa: N801 - used as `with session_scope(...) as spark`
             self.spark.stop()
 
 
-def setup_job_logging() -> None:
-    """INFO logs for our own modules (row counts), WARN for everything else; idempotent."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("qp_core").setLevel(logging.INFO)
-    logging.getLogger("jobs").setLevel(logging.INFO)
-
-
 def global_rank(df: "DataFrame", order: list, name: str, cached: list | None = None) -> "DataFrame":
     """``df`` plus ``name`` = 1-based position in the global ``order`` (a dense ``row_number`` over everything).
 
