@@ -3,7 +3,8 @@
 --   {manifest}: query_key, last_dt of what the target KV namespace already holds (may be empty)
 --   :version_change  TRUE when the target namespace is new while another one is live: everything is regenerated
 --   :dt, :refresh_days  a result at least refresh_days old is stale
---   :budget  at most this many rows, highest frequency first (then UV, then key, so ties are deterministic)
+-- Ranking and the budget cut are done by the caller (qp_core.spark.global_rank: a parallel sort, not a
+-- window without PARTITION BY, which would move every distinct query of the day into one task).
 -- Only what was published BEFORE :dt counts as held, so re-running a date selects exactly what its first
 -- run selected (the rerun/backfill idempotence contract) instead of nothing.
 WITH held AS (
@@ -19,12 +20,7 @@ candidates AS (
     END AS reason
   FROM {queries} q
   LEFT JOIN held h ON q.query_key = h.query_key
-),
-ranked AS (
-  SELECT *, row_number() OVER (ORDER BY freq DESC, uv DESC, query_key) AS rank
-  FROM candidates
-  WHERE reason IS NOT NULL
 )
-SELECT query_norm, query_key, freq, uv, reason, CAST(rank AS INT) AS rank
-FROM ranked
-WHERE rank <= :budget
+SELECT query_norm, query_key, freq, uv, reason
+FROM candidates
+WHERE reason IS NOT NULL

@@ -164,3 +164,46 @@ def test_killed_run_resumes_exactly_once(vllm_engine, tiny_model_dir):
     assert {s: shard_path(dt, version, s).stat().st_mtime_ns for s in done_before} == mtimes
     assert not stale.exists()
     assert not list(folder.glob(".*.tmp"))
+
+
+def test_feeds_group_whole_shards_up_to_the_feed_size():
+    from qp_core.nearline.generate import feeds
+
+    todo = [(s, [{}] * n, "fp") for s, n in enumerate([3, 3, 1, 5, 2])]
+    assert [[s for s, _, _ in f] for f in feeds(todo, 6)] == [[0, 1], [2, 3], [4]]
+    assert [[s for s, _, _ in f] for f in feeds(todo, 1)] == [[0], [1], [2], [3], [4]]  # a shard is never split
+    assert feeds([], 6) == []
+
+
+class _CallRecorder:
+    """The real engine, with its calls and progress reports recorded (not a stand-in: it generates)."""
+
+    def __init__(self, engine):
+        self.engine, self.settings, self.calls, self.progress = engine, engine.settings, [], []
+        self.feed_rows = engine.feed_rows
+
+    def generate(self, messages, max_tokens=None, queries=None, progress=None):
+        self.calls.append(len(messages))
+
+        def report(n):
+            self.progress.append(n)
+            progress(n)
+
+        return self.engine.generate(messages, max_tokens, queries=queries, progress=report)
+
+
+def test_engine_is_fed_whole_shards_across_shard_ends_with_progress(vllm_engine):
+    dt = "2026-11-04"
+    write_prompt_shards(dt, QUERIES[:7], shard_size=3, bad_rows={4: "not json"})  # shards of 3, 3, 1 rows
+    rec = _CallRecorder(vllm_engine)
+    settings = GenerationSettings(engine=vllm_engine.settings, feed_rows=6, chunk_rows=2)
+    rep = run_generation(dt, vllm_engine.model_dir, "v-feed", settings=settings, engine=rec, progress=False)
+    # shards 0+1 in one call (the bad row never reaches the engine), shard 2 in the next
+    assert rec.calls == [5, 1]
+    assert sum(rec.progress) == 6 and len(rec.progress) >= 2  # vLLM reports rows as they finish
+    assert [(s.shard, s.rows) for s in rep.shards] == [(0, 3), (1, 3), (2, 1)]
+    out = sorted(_read_all(dt, "v-feed"), key=lambda r: r["pos"])
+    assert [r["pos"] for r in out] == list(range(7)) and [r["shard"] for r in out] == [0, 0, 0, 1, 1, 1, 2]
+    assert [r["error"] for r in out].count("bad_messages_json") == 1 and out[4]["error"] == "bad_messages_json"
+    # each shard file holds its own rows, written and resumable on its own
+    assert all(shard_path(dt, "v-feed", s).exists() for s in range(3))

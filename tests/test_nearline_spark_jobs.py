@@ -123,11 +123,11 @@ def test_run_sql_binds_named_parameters_and_rejects_typos(spark):
                                     "query_key string, query_norm string, freq long, uv long")
     manifest = spark.createDataFrame([("k2", "b", "2026-11-01")], "query_key string, query_norm string, last_dt string")
     rows = run_sql(spark, "sample_select", queries=queries, manifest=manifest, version_change=False, dt=DT,
-                   refresh_days=5, budget=10).orderBy("rank").collect()
-    assert [(r["query_key"], r["reason"], r["rank"]) for r in rows] == [("k1", "missing", 1), ("k2", "stale", 2)]
+                   refresh_days=5).orderBy("query_key").collect()
+    assert [(r["query_key"], r["reason"]) for r in rows] == [("k1", "missing"), ("k2", "stale")]
     with pytest.raises(ValueError, match="unknown parameters"):
         run_sql(spark, "sample_select", queries=queries, manifest=manifest, version_change=False, dt=DT,
-                refresh_days=5, budget=10, budgte=3)
+                refresh_days=5, refresh_dayz=3)
 
 
 # ------------------------------------------------------------------------------------------------ sample
@@ -365,3 +365,38 @@ def test_chain_on_small_world(spark, small_world, tmp_path, monkeypatch):
     p = prompts.main(["--dt", dt, "--rules-mode", "compact"], spark=spark)
     assert p.rows == s.selected_total and sum(x["rows"] for x in p.shards) == p.rows
     assert len(p.prefix_hashes) == 1
+
+
+def test_global_rank_is_a_dense_global_order_across_partitions(spark):
+    from pyspark.sql import functions as F
+
+    from qp_core.ops.spark import global_rank
+
+    df = spark.range(0, 5000, numPartitions=7).select(
+        F.concat(F.lit("k"), F.col("id").cast("string")).alias("key"), (F.col("id") * 7919 % 101).alias("score"))
+    cached: list = []
+    ranked = global_rank(df, [F.col("score").desc(), "key"], "rank", cached).collect()
+    expected = sorted(((r["score"], r["key"]) for r in df.collect()), key=lambda t: (-t[0], t[1]))
+    got = sorted(ranked, key=lambda r: r["rank"])
+    assert [r["rank"] for r in got] == list(range(1, 5001))
+    assert [(r["score"], r["key"]) for r in got] == expected
+    for frame in cached:
+        frame.unpersist()
+
+
+def test_normalized_log_normalises_each_distinct_string_once_and_keeps_every_row(spark):
+    from qp_core.nearline.sample import normalized_log
+    from qp_core.normalize import normalize_query, query_key
+
+    raw = ["iPhone 15", "iphone  15", None, "iPhone 15", "!!!", "", "iPhone 15"]
+    df = spark.createDataFrame([(f"u{i}", q) for i, q in enumerate(raw)], "user_id string, query string")
+    rows = sorted(normalized_log(spark, df, 64).collect(), key=lambda r: r["user_id"])
+    assert [r["user_id"] for r in rows] == [f"u{i}" for i in range(len(raw))]  # no row lost or duplicated
+    for r, q in zip(rows, raw):
+        assert r["query"] == q
+        if q is None:
+            assert (r["query_norm"], r["query_key"], r["malformed"]) == (None, None, "null")
+        else:
+            assert r["query_norm"] == normalize_query(q)
+            assert r["query_key"] == (query_key(q) if normalize_query(q) else None)
+    assert [r["malformed"] for r in rows] == [None, None, "null", None, "symbols_only", "empty", None]

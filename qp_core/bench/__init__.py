@@ -5,5 +5,8 @@ prefix caching off next to on), never a bare number to compare with another mach
 
 * :mod:`qp_core.bench.kv` — publish keys/s and ``mget`` of 50 keys vs raw redis-py / redis-benchmark;
 * :mod:`qp_core.bench.generate` — vLLM generations/s, prefix caching on vs off, schema vs per-query grammar;
-* :mod:`qp_core.bench.nearline` — rows/s of the Spark steps (sample, context, prompts) on a lake.
+* :mod:`qp_core.bench.nearline` — rows/s of the Spark steps (sample, context, prompts) on a lake;
+* :mod:`qp_core.bench.spark_scale` — the same steps on Zipf days of 10^5-10^7 rows built in Spark, each next to
+  a same-session normalise-count-distinct group-by, with the cost slope between sizes;
+* :mod:`qp_core.bench.generate_overhead` — the generate job's generations/s vs raw ``vllm.LLM.generate``.
 """

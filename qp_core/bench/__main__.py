@@ -1,4 +1,4 @@
-"""``python -m qp_core.bench all|kv|generate|nearline [ARGS]``: one benchmark, or all of them into one report.
+"""``python -m qp_core.bench all|kv|generate|nearline|scale|overhead [ARGS]``: one benchmark, or all of them into one report.
 
     python -m qp_core.bench all [--out-dir DIR] [--size small|large] [--only kv,nearline]
     python -m qp_core.bench kv --keys 20000          # any single benchmark takes its own flags
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from qp_core import paths
 
-BENCHES = ("kv", "nearline", "generate")
+BENCHES = ("kv", "nearline", "scale", "generate", "overhead")
 
 # per size: the arguments each benchmark gets under `all`
 SIZES: dict[str, dict[str, list[str]]] = {
@@ -32,8 +32,11 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "kv": ["--keys", "2000", "--iters", "300", "--json"],
         "nearline": ["--repeat", "1", "--master", "local[1]"],
         "generate": ["--n", "16", "--modes", "compact", "--max-new-tokens", "64", "--caching", "on,off"],
+        "scale": ["--sizes", "20000,100000"],
+        "overhead": ["--n", "64", "--shard-size", "16", "--rounds", "1"],
     },
-    "large": {"kv": ["--json"], "nearline": ["--repeat", "2"], "generate": []},
+    # scale: 10^5 and 10^6 rows a day; `python -m qp_core.bench scale --large` adds 10^7 (not part of `all`)
+    "large": {"kv": ["--json"], "nearline": ["--repeat", "2"], "generate": [], "scale": [], "overhead": []},
 }
 
 # the lake the nearline benchmark reads when none is given: a small synthetic world (as in the tests)
@@ -74,7 +77,20 @@ def _run_nearline(args: list[str]) -> Any:
             os.environ["QP_LAKE_ROOT"] = saved
 
 
-RUNNERS: dict[str, Callable[[list[str]], Any]] = {"kv": _run_kv, "generate": _run_generate, "nearline": _run_nearline}
+def _run_scale(args: list[str]) -> Any:
+    from qp_core.bench import spark_scale
+
+    return spark_scale.main(args)
+
+
+def _run_overhead(args: list[str]) -> Any:
+    from qp_core.bench import generate_overhead
+
+    return generate_overhead.main(args)
+
+
+RUNNERS: dict[str, Callable[[list[str]], Any]] = {"kv": _run_kv, "generate": _run_generate, "nearline": _run_nearline,
+                                                  "scale": _run_scale, "overhead": _run_overhead}
 
 
 def run_all(size: str = "small", only: list[str] | None = None, out_dir: Path | None = None) -> dict[str, Any]:
@@ -147,7 +163,20 @@ def _nearline_summary(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-_SUMMARIES = {"kv": _kv_summary, "generate": _generate_summary, "nearline": _nearline_summary}
+def _scale_summary(r: dict[str, Any]) -> list[str]:
+    from qp_core.bench.spark_scale import markdown as scale_markdown
+
+    return scale_markdown(r).splitlines()[2:]  # the table and the slopes, next to the anchor rows
+
+
+def _overhead_summary(r: dict[str, Any]) -> list[str]:
+    from qp_core.bench.generate_overhead import markdown as overhead_markdown
+
+    return overhead_markdown(r).splitlines()[2:]
+
+
+_SUMMARIES = {"kv": _kv_summary, "generate": _generate_summary, "nearline": _nearline_summary,
+              "scale": _scale_summary, "overhead": _overhead_summary}
 
 
 def main(argv: list[str] | None = None) -> Any:

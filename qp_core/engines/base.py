@@ -14,7 +14,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from pydantic import Field
 
@@ -59,8 +59,10 @@ class EngineSettings(Settings):
     query_grammar: bool = True
     structured_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = "guidance"
     enable_prefix_caching: bool = True
-    enforce_eager: bool = True  # CPU: 15-50 s start instead of ~60 s
+    enforce_eager: bool = True  # CPU: 15-50 s start instead of ~60 s; GPU profiles set false (CUDA graphs)
     max_num_seqs: int = 128
+    # tokens per scheduler step (chunked prefill budget); None = vLLM's default for the hardware
+    max_num_batched_tokens: int | None = None
     # CPU only: KV cache size (GiB) and cores vLLM leaves to the frontend (0 = use all; 1.5x faster on 2 cores)
     kv_cache_space_gib: int = 1
     cpu_reserved_cores: int = 0
@@ -84,12 +86,19 @@ class GenerationEngine(ABC):
 
     @abstractmethod
     def generate(
-        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None
+        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
         """One ``Generation`` per prompt, in order; ``max_tokens`` defaults to ``settings.max_new_tokens``.
 
         ``queries`` (aligned with ``messages``) lets the engine hold each row to its query's grammar.
+        ``progress(n)`` is called as rows finish (``n`` newly finished), so a caller can hand the engine a
+        whole shard — keeping its batch full — and still report progress while it runs.
         """
+
+    def feed_rows(self) -> int:
+        """Rows the generate job should hand over per call (whole shards; 1 = one shard per call)."""
+        return 1
 
     def grammars(self, queries: Sequence[str] | None, n: int) -> list[str | None]:
         """Per-row query grammar where the settings ask for one and the row has a query, else None."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from qp_core.engines.base import (
     PROMPT_TOO_LONG,
@@ -52,7 +52,8 @@ class HFEngine(GenerationEngine):
         return render_chat(self.tokenizer, messages)
 
     def generate(
-        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None
+        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
         from transformers import LogitsProcessorList
 
@@ -100,6 +101,8 @@ class HFEngine(GenerationEngine):
                         break
                 text = self.tokenizer.decode(seq[:n], skip_special_tokens=True)
                 results[i] = Generation(text, len(ids), n + (finish == "stop"), finish, None, round(wall, 4))
+            if progress is not None:
+                progress(len(batch))
         return [r for r in results if r is not None]
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from qp_core.engines.base import (
     PROMPT_TOO_LONG,
@@ -63,6 +63,8 @@ class VLLMEngine(GenerationEngine):
             seed=settings.seed,
             tensor_parallel_size=settings.tensor_parallel_size,
         )
+        if settings.max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens
         if not self.on_cpu:
             kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         if settings.structured_output:
@@ -80,6 +82,10 @@ class VLLMEngine(GenerationEngine):
             self.model_dir, "cpu" if self.on_cpu else "gpu", settings.enable_prefix_caching,
             settings.structured_output, self.start_s,
         )
+
+    def feed_rows(self) -> int:
+        """4 x max_num_seqs: enough queued requests that the continuous batch stays full until near the end."""
+        return 4 * self.settings.max_num_seqs
 
     def render(self, messages: Messages) -> list[int]:
         return render_chat(self.tokenizer, messages)
@@ -103,7 +109,8 @@ class VLLMEngine(GenerationEngine):
         )
 
     def generate(
-        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None
+        self, messages: Sequence[Messages], max_tokens: int | None = None, queries: Sequence[str] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
         from vllm.inputs import TokensPrompt
 
@@ -127,7 +134,9 @@ class VLLMEngine(GenerationEngine):
         if batch:
             started = time.perf_counter()
             params = [self._sampling_params(max_tokens, grammars[i]) for i in index]
-            outputs = self.llm.generate(batch, params, use_tqdm=False)
+            # One call for everything: vLLM schedules all rows continuously (no drain between our chunks);
+            # progress comes through the progress-bar hook vLLM's LLM.generate documents (use_tqdm callable).
+            outputs = self.llm.generate(batch, params, use_tqdm=_progress_bar(progress) if progress else False)
             wall = time.perf_counter() - started
             for i, out in zip(index, outputs):
                 comp = out.outputs[0]
@@ -157,6 +166,27 @@ class VLLMEngine(GenerationEngine):
         import gc
 
         gc.collect()
+
+
+def _progress_bar(callback: Callable[[int], None]) -> Callable[..., Any]:
+    """A class for ``LLM.generate(use_tqdm=...)``: a silent tqdm whose ``update(n)`` also calls ``callback(n)``."""
+    from tqdm import tqdm
+
+    class _Bar(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._sink = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+            kwargs.update(file=self._sink, mininterval=3600.0)
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            callback(int(n or 0))
+            return super().update(n)
+
+        def close(self) -> None:
+            super().close()
+            self._sink.close()
+
+    return _Bar
 
 
 def _latency(out: Any, wall: float, n: int) -> float:

@@ -162,7 +162,8 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings) -> ContextRe
     context = build_context(spark, targets, log, notes, settings, _cached)
 
     out = partition(QUERY_CONTEXT, dt)
-    context.coalesce(1).write.mode("overwrite").parquet(str(out))
+    # No coalesce(1) (it would pull the final joins into one task): adaptive execution sizes the files.
+    context.write.mode("overwrite").parquet(str(out))
     stats = spark.read.parquet(str(out)).agg(
         F.count("*").alias("queries"),
         F.sum((F.size("history") > 0).cast("long")).alias("with_history"),

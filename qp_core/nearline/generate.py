@@ -250,6 +250,19 @@ def run_generation(
     return report
 
 
+def feeds(todo: list, feed_rows: int) -> list[list]:
+    """Consecutive whole shards grouped into engine calls of at least ``feed_rows`` rows (the last may be less)."""
+    out: list[list] = []
+    size = feed_rows
+    for item in todo:
+        if size >= feed_rows:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += len(item[1])
+    return out
+
+
 def _generate_shards(dt, model_version, todo, engine, settings, report, progress) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -260,27 +273,46 @@ def _generate_shards(dt, model_version, todo, engine, settings, report, progress
         disable=not progress, transient=False,
     ) as bar:
         task = bar.add_task("rows", total=total_rows, dt=dt, shard="-", rate="")
-        for shard, rows, fp in todo:
+        state = {"pending": 0, "shown": 0}
+
+        def advance(n: int) -> None:  # called as rows finish; the bar moves in chunk_rows steps
+            state["pending"] += n
+            if state["pending"] >= settings.chunk_rows:
+                bar.advance(task, state["pending"])
+                state["shown"] += state["pending"]
+                state["pending"] = 0
+
+        feed_rows = settings.feed_rows or engine.feed_rows()
+        for feed in feeds(todo, feed_rows):
             started = time.perf_counter()
-            bar.update(task, shard=f"{shard:05d}")
-            gens = []
-            for i in range(0, len(rows), settings.chunk_rows):
-                chunk = rows[i : i + settings.chunk_rows]
-                gens.extend(_generate_chunk(engine, chunk))
-                bar.advance(task, len(chunk))
+            first, last = feed[0][0], feed[-1][0]
+            bar.update(task, shard=f"{first:05d}" if first == last else f"{first:05d}..{last:05d}")
+            rows = [r for _, shard_rows, _ in feed for r in shard_rows]
+            gens = _generate_rows(engine, rows, advance)
             wall = time.perf_counter() - started
-            table = _records_table(rows, gens, model_version, shard, fp)
-            _write_atomic(table, generation_shard(dt, model_version, shard))
-            rep = ShardReport(
-                shard, rows=len(rows), errors=sum(g.error is not None for g in gens),
-                prompt_tokens=sum(g.prompt_tokens for g in gens),
-                completion_tokens=sum(g.completion_tokens for g in gens), wall_s=round(wall, 3),
-            )
-            report.shards.append(rep)
-            rate = f"{len(rows) / wall:.1f} gen/s, {rep.completion_tokens / wall:.0f} tok/s" if wall else ""
+            start = 0
+            for shard, shard_rows, fp in feed:
+                mine = gens[start : start + len(shard_rows)]
+                start += len(shard_rows)
+                _write_atomic(_records_table(shard_rows, mine, model_version, shard, fp),
+                              generation_shard(dt, model_version, shard))
+                # The feed's wall time is shared out by rows (the shards ran together in one batch).
+                share = wall * len(shard_rows) / max(len(rows), 1)
+                rep = ShardReport(
+                    shard, rows=len(shard_rows), errors=sum(g.error is not None for g in mine),
+                    prompt_tokens=sum(g.prompt_tokens for g in mine),
+                    completion_tokens=sum(g.completion_tokens for g in mine), wall_s=round(share, 3),
+                )
+                report.shards.append(rep)
+                logger.info("dt=%s model=%s shard %05d: %d rows (%d errors)", dt, model_version, shard,
+                            len(shard_rows), rep.errors)
+            bar.advance(task, len(rows) - state["shown"])  # rows not reported (e.g. prompt_too_long) included
+            state.update(pending=0, shown=0)
+            comp = sum(g.completion_tokens for g in gens)
+            rate = f"{len(rows) / wall:.1f} gen/s, {comp / wall:.0f} tok/s" if wall else ""
             bar.update(task, rate=rate)
-            logger.info("dt=%s model=%s shard %05d: %d rows (%d errors) in %.1fs — %s",
-                        dt, model_version, shard, len(rows), rep.errors, wall, rate)
+            logger.info("dt=%s model=%s: %d shards, %d rows in %.1fs — %s", dt, model_version, len(feed),
+                        len(rows), wall, rate)
 
 
 def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
@@ -292,12 +324,14 @@ def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
     return msgs if ok else None
 
 
-def _generate_chunk(engine: GenerationEngine, rows: list[dict[str, Any]]) -> list:
-    """Generations for ``rows`` in order; a row whose messages don't parse gets an error, not the engine."""
+def _generate_rows(engine: GenerationEngine, rows: list[dict[str, Any]], progress=None) -> list:
+    """Generations for ``rows`` in order (one engine call); a row whose messages don't parse gets an error."""
     from qp_core.engines.base import Generation
 
     messages = [_messages(r) for r in rows]
     good = [m for m in messages if m is not None]
     queries = [r.get("query_norm") or "" for r, m in zip(rows, messages) if m is not None]
-    out = iter(engine.generate(good, queries=queries) if good else [])
+    if progress is not None and len(good) < len(rows):
+        progress(len(rows) - len(good))
+    out = iter(engine.generate(good, queries=queries, progress=progress) if good else [])
     return [next(out) if m is not None else Generation("", 0, 0, "error", "bad_messages_json") for m in messages]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from qp_core.lake import MANIFEST_NAME, PROMPTS, QUERY_CONTEXT, QUERY_SAMPLE, partition
 from qp_core.nearline.settings import SamplingSettings
-from qp_core.ops.spark import path_exists
+from qp_core.ops.spark import global_rank, path_exists
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 PROMPT_COLUMNS = ("query_norm", "query_key", "messages_json", "prefix_hash", "rules_version", "prompt_version",
                   "reason", "pos")
+ROWS_PER_WRITE_TASK = 50_000
 MESSAGES_SCHEMA = ("query_key string, query_norm string, reason string, messages_json string, "
                    "prefix_hash string, rules_version string, prompt_version string")
 
@@ -112,15 +113,16 @@ def build_prompts(
     return base.mapInArrow(partial(message_batches, rules_mode=rules_mode), MESSAGES_SCHEMA)
 
 
-def assign_shards(prompts: "DataFrame", per_shard: int) -> "DataFrame":
-    """Global order (prefix_hash, messages_json, query_key) -> ``pos``; ``shard`` = zero-padded pos // per_shard."""
-    from pyspark.sql import Window
+def assign_shards(prompts: "DataFrame", per_shard: int, cached: list | None = None) -> "DataFrame":
+    """Global order (prefix_hash, messages_json, query_key) -> ``pos``; ``shard`` = zero-padded pos // per_shard.
+
+    ``global_rank`` sorts in parallel (no single-task window), so an uncapped day's prompts scale too.
+    """
     from pyspark.sql import functions as F
 
-    # The day's set is capped by the daily budget, so one ordered window over it is cheap.
-    order = Window.orderBy("prefix_hash", "messages_json", "query_key")
+    ranked = global_rank(prompts, ["prefix_hash", "messages_json", "query_key"], "pos", cached)
     return (
-        prompts.withColumn("pos", (F.row_number().over(order) - 1).cast("int"))
+        ranked.withColumn("pos", (F.col("pos") - 1).cast("int"))
         .withColumn("shard", F.lpad(F.floor(F.col("pos") / per_shard).cast("string"), 5, "0"))
     )
 
@@ -148,13 +150,16 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: 
         logger.warning("prompts dt=%s: no query_context partition; prompts carry no history or notes", dt)
 
     prompts = build_prompts(spark, sample, context, rules_mode).cache()
+    cached = [prompts]
     try:
         rows = prompts.count()
         n_shards, per_shard = shard_plan(rows, settings.shard_size, shards)
         out = partition(PROMPTS, dt)
-        sharded = assign_shards(prompts, per_shard).select(*PROMPT_COLUMNS, "shard")
+        sharded = assign_shards(prompts, per_shard, cached).select(*PROMPT_COLUMNS, "shard")
         (
-            sharded.repartition(max(n_shards, 1), "shard")
+            # Whole shards per task (one file per shard), ~ROWS_PER_WRITE_TASK rows per task: thousands of
+            # shards on an uncapped day must not mean thousands of tiny tasks.
+            sharded.repartition(max(1, min(n_shards, -(-rows // ROWS_PER_WRITE_TASK))), "shard")
             .sortWithinPartitions("shard", "pos")
             .write.mode("overwrite")
             .option("partitionOverwriteMode", "static")  # stale shards of an earlier, larger run must go
@@ -174,7 +179,8 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: 
             out.mkdir(parents=True, exist_ok=True)
         write_manifest(str(out), report)
     finally:
-        prompts.unpersist()
+        for frame in cached:
+            frame.unpersist()
     logger.info("prompts dt=%s mode=%s: %d rows in %d shards (prefix hashes %s)", dt, rules_mode, rows,
                 len(report.shards), report.prefix_hashes)
     return report

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from qp_core.lake import KV_MANIFEST, QUARANTINE, QUERY_LOG, QUERY_SAMPLE, dataset, kv_manifest_dir, partition
 from qp_core.nearline import querylog
 from qp_core.nearline.settings import SamplingSettings
-from qp_core.nearline.text import normalize_batches
-from qp_core.ops.spark import path_exists, run_sql
+from qp_core.nearline.text import malformed_reason, normalize_batches
+from qp_core.ops.spark import global_rank, path_exists, run_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -43,15 +43,30 @@ class SampleReport:
 
 
 def normalized_log(spark: "SparkSession", df: "DataFrame", max_chars: int) -> "DataFrame":
-    """Raw log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable), via mapInArrow."""
+    """Raw log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable).
+
+    Python runs once per distinct raw string, not once per row: the day's distinct ``query`` values go
+    through ``normalize_batches`` (mapInArrow) and the result is joined back to the rows in the JVM. A real
+    day repeats its queries ~5-10 times, so this is most of the Python work saved; adaptive execution picks
+    a broadcast join when the distinct set is small and a shuffle join when it is not.
+    """
+    from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
+    distinct = df.select("query").where(F.col("query").isNotNull()).distinct()
     schema = StructType(
-        [*df.schema.fields,
+        [*distinct.schema.fields,
          StructField("query_norm", StringType()), StructField("query_key", StringType()),
          StructField("malformed", StringType())]
     )
-    return df.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
+    normalized = distinct.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
+    # A null query never matches the equi-join: it keeps null norm/key and gets its reason here.
+    joined = df.join(normalized, "query", "left")
+    return joined.select(
+        *df.columns, "query_norm", "query_key",
+        F.when(F.col("query").isNull(), F.lit(malformed_reason(None, "", max_chars))).otherwise(F.col("malformed"))
+        .alias("malformed"),
+    )
 
 
 def namespace_holdings(spark: "SparkSession", namespace: str | None, dt: str) -> "DataFrame | None":
@@ -116,12 +131,13 @@ def build_sample(
 ) -> dict:
     """One day's raw log DataFrame -> {"normalized", "quarantine", "queries", "sample", "mode"}.
 
-    Nothing is written; ``normalized`` is cached (the Python pass over the rows runs once) and the caller
-    unpersists it.
+    Nothing is written; ``normalized`` is cached (the Python pass runs once) and, with the ranking's sorted
+    frame, listed in ``cached`` for the caller to unpersist.
     """
     from pyspark.sql import functions as F
 
     norm = normalized_log(spark, log, settings.max_query_chars).cache()
+    cached = [norm]
     raw_cols = [c for c in log.columns]
     quarantine = norm.where(F.col("malformed").isNotNull()).select(*raw_cols, F.col("malformed").alias("reason"))
     good = norm.where(F.col("malformed").isNull())
@@ -131,13 +147,16 @@ def build_sample(
     mode = select_mode(spark, manifest, namespace, dt, previous_namespace)
     if manifest is None:
         manifest = spark.createDataFrame([], MANIFEST_SCHEMA)
-    sample = run_sql(
+    candidates = run_sql(
         spark, "sample_select", queries=queries, manifest=manifest,
         version_change=(mode == "version_change"), dt=dt, refresh_days=settings.refresh_days,
-        budget=settings.daily_budget,
     )
+    # Highest frequency first, then UV, then key (ties are deterministic); at most the daily budget.
+    order = [F.col("freq").desc(), F.col("uv").desc(), F.col("query_key")]
+    sample = global_rank(candidates, order, "rank", cached).where(F.col("rank") <= settings.daily_budget)
+    sample = sample.withColumn("rank", F.col("rank").cast("int"))
     return {"normalized": norm, "quarantine": quarantine, "queries": queries,
-            "sample": sample.select(*SAMPLE_COLUMNS), "mode": mode}
+            "sample": sample.select(*SAMPLE_COLUMNS), "mode": mode, "cached": cached}
 
 
 def run(
@@ -170,11 +189,13 @@ def run(
         report.distinct_queries = built["queries"].count()
 
         s_path = partition(QUERY_SAMPLE, dt)
-        built["sample"].orderBy("rank").coalesce(1).write.mode("overwrite").parquet(str(s_path))
+        # No coalesce(1): adaptive execution sizes the files (one for a small day, several for a big one).
+        built["sample"].orderBy("rank").write.mode("overwrite").parquet(str(s_path))
         counts = spark.read.parquet(str(s_path)).groupBy("reason").agg(F.count("*").alias("n")).collect()
         report.selected = {r["reason"]: r["n"] for r in counts}
     finally:
-        built["normalized"].unpersist()
+        for frame in built["cached"]:
+            frame.unpersist()
     logger.info(
         "sample dt=%s ns=%s mode=%s: %d rows, quarantined %d %s, %d distinct queries, selected %d %s",
         dt, namespace, report.mode, report.rows, sum(report.quarantined.values()), report.quarantined,

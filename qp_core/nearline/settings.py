@@ -55,8 +55,12 @@ class GenerationSettings(Settings):
 
     engine: EngineSettings = Field(default_factory=EngineSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
-    # rows per engine call inside a shard (progress granularity; vLLM batches within a call)
+    # progress granularity: the bar and the log advance every chunk_rows finished rows
     chunk_rows: int = Field(256, ge=1)
+    # rows handed to the engine per call, in whole shards (0 = the engine's choice: vLLM 4 x max_num_seqs, hf one
+    # shard). vLLM keeps its batch full within a call and drains only at its end, so a call spans several
+    # shards; each shard is still written (and resumed) on its own, and a kill loses at most one call's work.
+    feed_rows: int = Field(0, ge=0)
 
 
 def load_generation_settings(**overrides: Any) -> GenerationSettings:

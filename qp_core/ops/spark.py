@@ -221,3 +221,39 @@ class session_scope:  # noqa: N801 - used as `with session_scope(...) as spark`
     def __exit__(self, *exc: object) -> None:
         if self.given is None and self.spark is not None:
             self.spark.stop()
+
+
+def global_rank(df: "DataFrame", order: list, name: str, cached: list | None = None) -> "DataFrame":
+    """``df`` plus ``name`` = 1-based position in the global ``order`` (a dense ``row_number`` over everything).
+
+    Why not ``row_number() OVER (ORDER BY ...)``: a window without ``PARTITION BY`` moves every row into one
+    task, which does not scale with the day. Here the sort is range-partitioned (parallel); each row's
+    position inside its partition comes from ``monotonically_increasing_id`` (consecutive within a
+    partition, ``partition_id << 33`` at its start) and the partitions' offsets from their row counts — a
+    collect of one small row per partition, never of the data. The sorted frame is persisted so both
+    passes see the same partitioning; it is appended to ``cached`` for the caller to unpersist.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    sorted_ = (
+        df.orderBy(*order)
+        .withColumn("_qp_part", F.spark_partition_id())
+        .withColumn("_qp_local", F.monotonically_increasing_id().bitwiseAND(F.lit((1 << 33) - 1)))
+        .persist()
+    )
+    if cached is not None:
+        cached.append(sorted_)
+    counts = sorted_.groupBy("_qp_part").count().collect()
+    spark = df.sparkSession
+    if not counts:
+        return sorted_.withColumn(name, F.lit(None).cast("long")).drop("_qp_part", "_qp_local")
+    sizes = spark.createDataFrame([(int(r["_qp_part"]), int(r["count"])) for r in counts], "_qp_part int, n long")
+    offsets = sizes.withColumn(
+        "_qp_offset", F.sum("n").over(Window.orderBy("_qp_part").rowsBetween(Window.unboundedPreceding, -1))
+    ).select("_qp_part", F.coalesce("_qp_offset", F.lit(0)).alias("_qp_offset"))
+    return (
+        sorted_.join(F.broadcast(offsets), "_qp_part")
+        .withColumn(name, F.col("_qp_offset") + F.col("_qp_local") + 1)
+        .drop("_qp_part", "_qp_local", "_qp_offset")
+    )
