@@ -269,3 +269,25 @@ def evaluate(predictions: Sequence[Any], references: Sequence[dict[str, Any]]) -
     out["ner_by_type"] = {t: by_type[t].report() for t in sorted(by_type)}
     out["tw_by_weight"] = {str(w): by_weight[w].report() for w in sorted(by_weight)}
     return out
+
+
+# ---------------------------------------------------------------- per-row counts (paired bootstrap)
+
+ROW_COLUMNS = ("ner_tp", "ner_fp", "ner_fn", "seg_tp", "seg_fp", "seg_fn", "tw_tp", "tw_fp", "tw_fn",
+               "tax_tp", "tax_fp", "tax_fn", "top1")
+
+
+def row_counts(predictions: Sequence[Any], references: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """One row of ``ROW_COLUMNS`` per sample: the unit counts ``evaluate`` sums, kept per query so that a
+    resample of queries (``qp_core.training.compare``) can recompute the corpus scores exactly."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    out = []
+    for pred, ref in zip(predictions, references):
+        p, r = _as_dict(pred), _as_dict(ref)
+        c = sample_counts(p, r)
+        row = []
+        for task in SCORED_TASKS:
+            row += [c[task].tp, c[task].fp, c[task].fn]
+        out.append(row + [int(top1_correct(p, r))])
+    return out
