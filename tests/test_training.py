@@ -213,6 +213,7 @@ def test_grpo_trains_with_the_metric_rewards(base_model, tmp_path):
     res = train_grpo(base_model, rows, tmp_path / "grpo", g, rules_mode="compact", threads=1)
     assert (res.model_dir / "config.json").exists()
     assert res.extra["steps"] == 1 and res.extra["multi_objective_aggregation"] == "sum_then_normalize"
+    assert res.extra["query_grammar_rollouts"] is True  # rollouts decode under each query's grammar
     assert len(res.extra["reward_funcs"]) == len(res.extra["reward_weights"]) >= 5
     logged = [h for h in res.log_history if "reward" in h]
     assert logged and all(k in logged[0] for k in ("kl", "reward_std"))

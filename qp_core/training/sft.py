@@ -70,7 +70,11 @@ def latest_checkpoint(out_dir: str | Path) -> str | None:
 
 
 def setup_torch(threads: int) -> None:
-    """Thread count before any work (DESIGN §5: thread settings dominate CPU speed on 2 cores)."""
+    """Thread count before any work (DESIGN §5: thread settings dominate CPU speed on 2 cores).
+
+    ``threads`` > 0 pins that many (the per-section value measured fastest on this machine); 0 leaves
+    torch's default, one thread per core of whatever machine runs the stage.
+    """
     import torch
 
     if threads > 0:
@@ -107,6 +111,9 @@ def sft_config(out_dir: str | Path, st: SFTStageSettings, *, bf16: bool, seed: i
         dataset_num_proc=None,
         disable_tqdm=True,
         eos_token=None,
+        # TRL 1.x turns gradient checkpointing on by default: for a model that fits many times over it only
+        # recomputes activations in the backward pass; on for the large profiles only (conf/training.yaml)
+        gradient_checkpointing=st.gradient_checkpointing,
     )
 
 
