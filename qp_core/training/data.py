@@ -58,6 +58,60 @@ def golden_rows(limit: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+DEV_SALT = "qp-dev-v1"
+
+
+def in_dev_split(query: str, fraction: float, salt: str = DEV_SALT) -> bool:
+    """Whether ``query`` belongs to the reserved dev split: a stable hash of its normalised text.
+
+    Hashing the text (not sampling rows) keeps the split fixed as annotation days are added and keeps
+    every row of one query on the same side, so no dev query is ever trained on.
+    """
+    import hashlib
+
+    from qp_core.normalize import normalize_query
+
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"{salt}:{normalize_query(query)}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_dev(rows: Iterable[dict[str, Any]], fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, dev rows) of annotation rows; dev is what recipe tuning and the promotion gate read.
+
+    The golden set is for the report only. Dev keeps one row per query (its newest annotation).
+    """
+    train, dev = [], {}
+    for r in rows:
+        if in_dev_split(r["query"], fraction):
+            prev = dev.get(r["query"])
+            if prev is None or str(r.get("dt") or "") >= str(prev.get("dt") or ""):
+                dev[r["query"]] = r
+        else:
+            train.append(r)
+    return train, sorted(dev.values(), key=lambda r: r["query"])
+
+
+def traffic_sample(n: int, seed: int = 0, dt: str | None = None) -> list[str]:
+    """``n`` queries drawn from one day of ``raw/query_log`` (default: the newest), repeats included, so
+    that each query's share follows its traffic: the weights of the traffic-weighted Overall."""
+    import pyarrow.dataset as ds
+
+    root = paths.dataset("raw/query_log")
+    if not root.exists():
+        return []
+    if dt is None:
+        dts = sorted(p.name.split("=", 1)[1] for p in root.glob("dt=*"))
+        if not dts:
+            return []
+        dt = dts[-1]
+    table = ds.dataset(str(root / f"dt={dt}"), format="parquet").to_table(columns=["query"])
+    queries = [q for q in table.column("query").to_pylist() if q]
+    rng = random.Random(seed)
+    return [rng.choice(queries) for _ in range(n)] if queries else []
+
+
 def data_version(name: str) -> str:
     """A short identity of a lake dataset for the registry: newest partition and row count."""
     try:
