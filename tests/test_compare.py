@@ -142,3 +142,20 @@ def test_promotion_gates_on_the_dev_split_not_the_golden_metrics(tmp_path):
     ok = registry.promote(rec.version, settings=S, root=root, baseline={**PROD, "overall": 99.0},
                           dev=({**PROD, "overall": 81.0}, dev_legacy, None))
     assert ok.ok and registry.production(root=root).version == rec.version
+
+
+def test_dev_split_is_disjoint_stable_and_keyed_by_the_normalised_query():
+    from qp_core.training.data import in_dev_split, split_dev
+
+    rows = [{"query": f"查询{i}", "dt": "2026-11-0" + str(1 + i % 7), "label": "{}"} for i in range(2000)]
+    rows += [{"query": f"查询{i} ", "dt": "2026-11-07", "label": "{}"} for i in range(50)]  # same queries, later day
+    train, dev = split_dev(rows, 0.1)
+    assert 150 < len(dev) < 250  # ~10% of the 2,000 distinct queries
+    assert not {r["query"].strip() for r in train} & {r["query"].strip() for r in dev}  # no dev query trained on
+    dev_queries = [r["query"].strip() for r in dev]
+    assert len(dev_queries) == len(set(dev_queries))  # one row per query: its newest annotation
+    assert all(r["dt"] == "2026-11-07" for r in dev if int(r["query"].strip()[2:]) < 50)
+    assert len(train) + sum(1 for r in rows if r["query"].strip() in set(dev_queries)) == len(rows)
+    assert split_dev(list(reversed(rows)), 0.1)[1] == dev  # order of the input does not matter
+    assert in_dev_split("Dior  口红", 0.5) == in_dev_split("dior 口红", 0.5)  # normalised text decides
+    assert split_dev(rows, 0.0) == (rows, [])

@@ -72,7 +72,12 @@ class GRPOSettings(_Model):
 
 
 class EvalSettings(_Model):
-    limit: int = 0
+    limit: int = 0  # golden rows for the report (0 = all); golden is for the report only
+    # share of annotation queries reserved as the dev split (stable hash, never trained on): what the
+    # promotion gate, the choice of the promoted stage and recipe tuning (training.probe) compare on
+    dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    bootstrap_draws: int = Field(1000, ge=100)
+    traffic_sample: int = Field(2000, ge=0)  # query-log draws that weight the slices (0 = golden mix only)
     batch_size: int = 64
     max_new_tokens: int = 192
     stages: list[str] = Field(default_factory=lambda: ["stage1", "stage2", "grpo"])

@@ -82,15 +82,29 @@ def split_dev(rows: Iterable[dict[str, Any]], fraction: float) -> tuple[list[dic
 
     The golden set is for the report only. Dev keeps one row per query (its newest annotation).
     """
+    from qp_core.normalize import normalize_query
+
     train, dev = [], {}
     for r in rows:
         if in_dev_split(r["query"], fraction):
-            prev = dev.get(r["query"])
+            key = normalize_query(r["query"])
+            prev = dev.get(key)
             if prev is None or str(r.get("dt") or "") >= str(prev.get("dt") or ""):
-                dev[r["query"]] = r
+                dev[key] = r
         else:
             train.append(r)
-    return train, sorted(dev.values(), key=lambda r: r["query"])
+    return train, [dev[k] for k in sorted(dev)]
+
+
+def annotation_splits(dev_fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, dev rows): unified annotations minus golden queries (defensive: the world keeps them
+    disjoint already), split by ``split_dev``. The one place the chain, the probe and the refitted legacy
+    baseline get "the model's training annotations" from."""
+    from qp_core.normalize import normalize_query
+
+    golden = {normalize_query(r["query"]) for r in read_dataset("raw/golden", columns=["query"])}
+    rows = [r for r in annotation_rows() if normalize_query(r["query"]) not in golden]
+    return split_dev(rows, dev_fraction)
 
 
 def traffic_sample(n: int, seed: int = 0, dt: str | None = None) -> list[str]:
