@@ -102,7 +102,9 @@ def quick(
     profile: str = typer.Option("tiny", help="Model profile."),
     force: bool = typer.Option(False, help="Train even if a production model exists."),
 ) -> None:
-    """Bootstrap the demo's model: tokenizer + tiny model + short SFT + register + promote (minutes on CPU)."""
+    """Bootstrap the demo's model: tokenizer + tiny model + short SFT + register; promoted only if it passes
+    the gate (on the dev split, against the legacy snapshot). A bootstrap below the gate stays a registered
+    candidate: `qp demo` then publishes its results without activating them (legacy keeps serving)."""
     from qp_core import registry
     from qp_core.training.chain import run_chain
 
@@ -112,8 +114,8 @@ def quick(
         console.print(f"production model exists: {current.version} ({current.path}); nothing to do (--force to retrain)")
         return
     ctx = _ctx("quick", profile, None, None, False, True, console)
-    # legacy evaluated too, so that a forced promotion records how the bootstrap compares (registry.promotion)
-    info = run_chain(ctx, ["base", "sft1", "evaluate", "promote"], promote={"force": current is None})
+    # never forced: a model below the gate must not go live (it stays a candidate, with the gate's reasons)
+    info = run_chain(ctx, ["base", "sft1", "evaluate", "promote"])
     _print_reports(console, ctx, info)
 
 

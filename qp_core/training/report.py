@@ -65,6 +65,17 @@ def markdown_table(rows: list[dict[str, Any]], columns=TABLE_COLUMNS) -> str:
     return "\n".join(lines)
 
 
+def plain_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of arbitrary rows: columns are the keys in first-seen order, ``name`` first."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols and k != "name"]
+    lines = ["| " + " | ".join(["Model", *cols]) + " |", "|---|" + "---:|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r.get('name', '')} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
 def plot_losses(histories: dict[str, list[dict[str, Any]]], path: str | Path) -> Path | None:
     """Training loss vs. step, one line per stage (GRPO's loss is its policy loss; reward on a twin axis)."""
     import matplotlib
@@ -131,12 +142,20 @@ def write_report(
     title: str = "Training chain report",
     extra_tables: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Path]:
-    """Write report.json, report.md, loss_curves.png, metrics.png into ``out_dir``; returns their paths."""
+    """Write report.json, report.md, loss_curves.png, metrics.png into ``out_dir``; returns their paths.
+
+    ``extra_tables`` (title -> rows with any columns) follow the main table in report.md and are kept in
+    ``report_tables.json``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     paths["json"] = out / "report.json"
     paths["json"].write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    if extra_tables:
+        paths["tables_json"] = out / "report_tables.json"
+        paths["tables_json"].write_text(json.dumps(extra_tables, ensure_ascii=False, indent=1, default=str),
+                                        encoding="utf-8")
     loss_png = plot_losses(histories or {}, out / "loss_curves.png")
     metrics_png = plot_metrics(rows, out / "metrics.png")
     md = [f"# {title}", "", markdown_table(rows), ""]
@@ -145,7 +164,7 @@ def write_report(
         md.append(f"Golden rows evaluated: {', '.join(str(x) for x in sorted(n))}. Scores 0–100, micro-averaged.")
         md.append("")
     for name, table in (extra_tables or {}).items():
-        md += [f"## {name}", "", markdown_table(table), ""]
+        md += [f"## {name}", "", plain_table(table), ""]
     if stage_times:
         md += ["## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]
         md += [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
