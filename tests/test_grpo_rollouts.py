@@ -63,7 +63,7 @@ def test_filter_on_constructed_rollouts():
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
-    from qp_core.modeling import create_base_model
+    from qp_core.training.modeling import create_base_model
 
     out = tmp_path_factory.mktemp("base") / "model"
     return create_base_model("tiny", [QUERY, LABEL, "兰蔻小黑瓶", "粉底液推荐"] * 5, out, seed=0)

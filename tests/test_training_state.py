@@ -47,7 +47,7 @@ def test_a_failed_write_keeps_the_old_marker(tmp_path):
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
-    from qp_core.modeling import create_base_model
+    from qp_core.training.modeling import create_base_model
 
     out = tmp_path_factory.mktemp("base") / "model"
     return create_base_model("tiny", ["雅诗兰黛粉底液", "兰蔻小黑瓶", LABEL, "粉底液推荐"] * 5, out, seed=0)
@@ -95,3 +95,22 @@ def test_checkpoint_without_weights_or_optimizer_is_incomplete(tmp_path):
     assert checkpoint_complete(ck, need_optimizer=False)
     (ck / "optimizer.pt").write_bytes(b"x")
     assert checkpoint_complete(ck) and latest_complete_checkpoint(tmp_path) == str(ck)
+
+
+def test_a_truncated_chain_marker_reruns_the_stage_instead_of_blocking(tmp_path, monkeypatch):
+    """``run_stage`` on a stage whose stage.json a kill left half written: the stage runs again."""
+    from qp_core.training import stages
+    from qp_core.training.config import load_training_settings
+    from qp_core.training.run import ChainContext, mark_done, stage_done
+
+    ctx = ChainContext(load_training_settings("ci"), "t", tmp_path / "run", "2026-11-07", progress=lambda m: None)
+    calls = []
+    monkeypatch.setitem(stages.STAGE_FUNCS, "filter", lambda c: calls.append(1) or {"kept": 3})
+    info = stages.run_stage(ctx, "filter")
+    assert info["kept"] == 3 and calls == [1]
+    assert stages.run_stage(ctx, "filter")["kept"] == 3 and calls == [1]  # done: skipped
+    marker = ctx.stage_dir("filter") / "stage.json"
+    marker.write_text(marker.read_text(encoding="utf-8")[:7], encoding="utf-8")  # the kill
+    assert stage_done(ctx, "filter") is None
+    assert stages.run_stage(ctx, "filter")["kept"] == 3 and calls == [1, 1]  # rerun, not a JSONDecodeError
+    assert mark_done(ctx, "filter", {"extra": 1})["kept"] == 3

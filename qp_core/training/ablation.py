@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qp_core.training.callbacks import ProgressCallback
-from qp_core.training.report import ROW_NAMES, write_report
+from qp_core.training.report import ROW_NAMES, plain_metrics, write_report
 from qp_core.training.run import ChainContext, model_dir, training_annotations
 from qp_core.training.stages import run_stage
 
@@ -44,16 +44,17 @@ def run_isolated_ablation(ctx: ChainContext, steps: int | None = None, tasks=("n
 def ablation_report(ctx: ChainContext, isolated: dict[str, Any] | None, noctx_ctx: ChainContext | None) -> dict[str, Path]:
     """Table-2-like report: unified (this run's stage 1/2) vs task-isolated vs context off."""
     rows = []
-    for name in ("legacy", "sft1", "sft2"):
-        p = ctx.stage_dir("evaluate") / f"{name}.json"
+    for name in ("legacy_refit", "legacy", "sft1", "sft2"):
+        p = ctx.stage_dir("evaluate") / "golden" / f"{name}.json"
         if p.exists():
-            rows.append({"name": ROW_NAMES[name] + (" (context on)" if name != "legacy" else ""),
-                         **json.loads(p.read_text(encoding="utf-8"))})
+            rows.append({"name": ROW_NAMES[name] + ("" if name.startswith("legacy") else " (context on)"),
+                         **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
     if isolated:
         rows.append({"name": "task-isolated models (Table 2)", **isolated["metrics"]})
     if noctx_ctx is not None:
         for name in ("sft1", "sft2"):
-            p = noctx_ctx.stage_dir("evaluate") / f"{name}.json"
+            p = noctx_ctx.stage_dir("evaluate") / "golden" / f"{name}.json"
             if p.exists():
-                rows.append({"name": ROW_NAMES[name] + " (context off)", **json.loads(p.read_text(encoding="utf-8"))})
+                rows.append({"name": ROW_NAMES[name] + " (context off)",
+                             **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
     return write_report(ctx.run_dir / "ablations", rows, title=f"Ablations — run {ctx.run_id}")

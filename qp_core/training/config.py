@@ -76,6 +76,7 @@ class EvalSettings(_Model):
     # share of annotation queries reserved as the dev split (stable hash, never trained on): what the
     # promotion gate, the choice of the promoted stage and recipe tuning (training.probe) compare on
     dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    dev_limit: int = Field(0, ge=0)  # dev rows evaluated (a seeded subset; 0 = the whole dev split)
     bootstrap_draws: int = Field(1000, ge=100)
     traffic_sample: int = Field(2000, ge=0)  # query-log draws that weight the slices (0 = golden mix only)
     batch_size: int = 64

@@ -189,7 +189,8 @@ def write_report(
 # The prose under the chain report's table: settings that shaped the run and what each stage changed.
 
 ROW_NAMES = {
-    "legacy": "legacy pipeline",
+    "legacy_refit": "legacy refitted on the model's training annotations (fair baseline)",
+    "legacy": "legacy snapshot (stale; what the nearline fallback serves)",
     "base": "stage 0 (base)",
     "sft1": "stage 1 SFT (unified + λ·aux)",
     "sft2": "stage 2 SFT (recent)",
@@ -198,37 +199,38 @@ ROW_NAMES = {
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k != "served"}
+    """A metric dict for a report row or a registry record: no nested served metrics, no per-row counts."""
+    return {k: v for k, v in metrics.items() if k not in ("served", "per_row")}
 
 
-def report_notes(ctx: ChainContext, results: dict[str, dict[str, Any]]) -> list[str]:
+def report_notes(ctx: ChainContext, comparisons: list[dict[str, Any]]) -> list[str]:
+    """Settings that shaped the run, then each comparison the report makes: the difference with its 95%
+    paired-bootstrap interval and a verdict only where the interval excludes zero (``training.compare``)."""
+    from qp_core.training.compare import fmt_interval
+
     s = ctx.settings
     notes = [
         f"profile {s.profile} (rules_mode {ctx.rules_mode}), section {s.section}, context {'on' if s.context else 'off'}",
         f"stage 1 mixing: λ = {s.sft1.lambda_aux} as a sampling fraction (aux rows = round(λ·N_unified))",
         f"GRPO: multi_objective_aggregation={s.grpo.multi_objective_aggregation}, β={s.grpo.beta}, "
-        f"G={s.grpo.num_generations}, weights={effective_weights(s)}",
+        f"G={s.grpo.num_generations}, weights={effective_weights(s)}, rollouts under the query grammar: "
+        f"{s.grpo.query_grammar}",
+        f"intervals: paired bootstrap over the evaluated rows ({s.eval.bootstrap_draws} draws), 95%; "
+        "'better'/'worse' only where the interval excludes zero",
     ]
     filt = stage_done(ctx, "filter")
     if filt:
         sm = filt.get("summary", {})
-        notes.append(f"GRPO filter kept {sm.get('kept')}/{sm.get('candidates')} prompts; kept fraction per task "
-                     f"{sm.get('kept_fraction_per_task')}")
-    order = [n for n in ("base", "sft1", "sft2", "grpo") if n in results]
-    for prev, cur in zip(order, order[1:]):
-        d = results[cur].get("overall", 0) - results[prev].get("overall", 0)
-        verdict = "helps" if d > 0.05 else "does not help" if d < -0.05 else "no measurable change"
-        notes.append(f"{ROW_NAMES[cur]} vs {ROW_NAMES[prev]}: Overall {d:+.2f} ({verdict})")
-    if "legacy" in results and order:
-        last = order[-1]
-        d = results[last].get("overall", 0) - results["legacy"].get("overall", 0)
-        notes.append(f"final stage vs legacy pipeline: Overall {d:+.2f} (the model's own outputs; invalid = empty)")
-        served = results[last].get("served")
-        if served:
-            d = served.get("overall", 0) - results["legacy"].get("overall", 0)
-            notes.append(f"final stage as served vs legacy pipeline: Overall {d:+.2f} — what the nearline would "
-                         f"publish: its valid outputs, the legacy answer for the {100 * served['fallback_rate']:.1f}% "
-                         f"that fail validation; the promotion gate compares this")
+        notes.append(f"GRPO filter kept {sm.get('kept')}/{sm.get('candidates')} prompts (valid rollouts "
+                     f"{sm.get('valid_rollout_fraction')}); kept per task {sm.get('kept_per_task')}")
+    for c in comparisons:
+        cmp = c["intervals"]
+        line = f"{ROW_NAMES.get(c['a'], c['a'])} − {ROW_NAMES.get(c['b'], c['b'])}: Overall {fmt_interval(cmp['all']['overall'])}"
+        if (c["a"], c["b"]) == ("grpo", "sft2"):
+            line += f"; TW {fmt_interval(cmp['all']['tw_f1'])} (the paper's Table-4 claim)"
+        if "ambiguous" in cmp:
+            line += f"; ambiguous slice {fmt_interval(cmp['ambiguous']['overall'])}"
+        notes.append(line)
     return notes
 
 
