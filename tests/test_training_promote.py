@@ -75,3 +75,27 @@ def test_the_best_stage_on_dev_is_promoted_not_the_last(run):
     assert info["stage"] == "sft1" and info["promoted"]
     assert any("stage 2" in n and "worse" in n for n in info["stage_choice"])
     assert registry.production().version == info["version"]
+
+
+def test_a_below_gate_candidate_is_published_without_activation(tmp_path, monkeypatch):
+    """What `qp demo` does with a bootstrap below the gate: the run targets the candidate's own namespace
+    and its publish step never flips the pointer; production runs are unchanged."""
+    from qp_core.nearline import steps
+
+    monkeypatch.setenv("QP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QP_REDIS_URL", "redis://127.0.0.1:9/0")  # nothing listens: active namespace unknown
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    rec = registry.register(model, {"profile": "tiny", "rules_mode": "compact", "rules_version": "r1"})
+    with pytest.raises(steps.NoProductionModel):
+        steps.resolve_target()
+    monkeypatch.setenv(steps.CANDIDATE_ENV, rec.version)
+    target = steps.resolve_target()
+    assert target.candidate and target.model_version == rec.version
+    assert "--no-activate" in steps._publish_args("2026-11-07", target, None)
+    assert steps.Target.from_dict(target.to_dict()) == target  # survives the DAG's XCom round trip
+    monkeypatch.delenv(steps.CANDIDATE_ENV)
+    registry.promote(rec.version, force=True)
+    prod = steps.resolve_target()
+    assert not prod.candidate and "--no-activate" not in steps._publish_args("2026-11-07", prod, None)

@@ -14,6 +14,7 @@ training chain's stages are listed the same way in :mod:`qp_core.training.steps`
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,9 @@ class Target:
     rules_version: str
     namespace: str
     active_namespace: str | None = None  # what readers see now (differs from namespace on a model change)
+    # a registered model that did not pass the promotion gate: its results are published into its own
+    # namespace without flipping the pointer (readers keep what they see), for inspection and comparison
+    candidate: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,11 +58,20 @@ class Target:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+CANDIDATE_ENV = "QP_CANDIDATE_VERSION"
+
+
 def resolve_target() -> Target:
-    """Production model from the registry and its KV namespace (``qp_core.kv.namespace_for``)."""
+    """Production model from the registry and its KV namespace (``qp_core.kv.namespace_for``).
+
+    With ``$QP_CANDIDATE_VERSION`` set, the run serves that registered (not promoted) model instead, as a
+    candidate: published into its namespace, never activated (``qp demo`` on a fresh machine, when the
+    bootstrap model is below the gate).
+    """
     from qp_core import kv, registry
 
-    record = registry.production()
+    candidate = os.environ.get(CANDIDATE_ENV) or None
+    record = registry.get(candidate) if candidate else registry.production()
     if record is None:
         raise NoProductionModel(
             "no model in production in the registry "
@@ -75,6 +88,7 @@ def resolve_target() -> Target:
         rules_version=str(rules_version),
         namespace=str(namespace),
         active_namespace=_active_namespace(),
+        candidate=bool(candidate),
     )
 
 
@@ -144,7 +158,7 @@ def _validate_args(dt: str, target: Target, shard: int | None) -> list[str]:
 
 
 def _publish_args(dt: str, target: Target, shard: int | None) -> list[str]:
-    return ["--dt", dt, "--namespace", target.namespace]
+    return ["--dt", dt, "--namespace", target.namespace] + (["--no-activate"] if target.candidate else [])
 
 
 STEPS: tuple[Step, ...] = (
