@@ -293,6 +293,7 @@ def stage_promote(ctx: ChainContext, force: bool = False) -> dict[str, Any]:
     from qp_core import registry
     from qp_core.prompt import PROMPT_VERSION
     from qp_core.rules import rules_version
+    from qp_core.lake import ANNOTATIONS, AUX, GOLDEN
     from qp_core.training.data import data_version
     from qp_core.training.run import mark_done
     from qp_core.training.state import read_json_marker
@@ -311,8 +312,8 @@ def stage_promote(ctx: ChainContext, force: bool = False) -> dict[str, Any]:
             "profile": s.profile, "rules_mode": ctx.rules_mode, "rules_version": rules_version(),
             "prompt_version": PROMPT_VERSION, "stage": stage, "metrics": _record_metrics(golden),
             "dev_metrics": _record_metrics(dev), "run_id": ctx.run_id, "context": s.context, "section": s.section,
-            "data_versions": {"annotations": data_version("raw/annotations"), "golden": data_version("raw/golden"),
-                              "aux": data_version("training/aux") if s.sft1.lambda_aux > 0 else "unused",
+            "data_versions": {"annotations": data_version(ANNOTATIONS), "golden": data_version(GOLDEN),
+                              "aux": data_version(AUX) if s.sft1.lambda_aux > 0 else "unused",
                               "run_dt": ctx.dt, "dev_fraction": s.eval.dev_fraction},
         })
         version = record.version

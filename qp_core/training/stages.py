@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from qp_core import paths
+from qp_core.lake import AUX, dataset
 from qp_core.training.callbacks import ProgressCallback
 from qp_core.training.config import TrainingSettings
 from qp_core.training.assess import stage_evaluate, stage_promote
@@ -52,7 +52,7 @@ def stage_aux(ctx: ChainContext, spark=None) -> dict[str, Any]:
     finally:
         if own:
             spark.stop()
-    return {"rows_per_task": counts, "path": str(paths.dataset("training/aux"))}
+    return {"rows_per_task": counts, "path": str(dataset(AUX))}
 
 
 def stage_base(ctx: ChainContext) -> dict[str, Any]:
