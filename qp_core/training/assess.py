@@ -160,6 +160,12 @@ def best_stage(dev: Mapping[str, Mapping[str, Any]], stages: Sequence[str], seed
 
 
 
+def dump(path: Path, data: Any) -> None:
+    from qp_core.training.state import write_json_atomic
+
+    write_json_atomic(path, data)
+
+
 # ------------------------------------------------------------------------------------ the evaluate stage
 
 
