@@ -51,10 +51,38 @@ def ablation_report(ctx: ChainContext, isolated: dict[str, Any] | None, noctx_ct
                          **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
     if isolated:
         rows.append({"name": "task-isolated models (Table 2)", **isolated["metrics"]})
+    notes = []
     if noctx_ctx is not None:
+        notes = context_comparison(ctx, noctx_ctx)
         for name in ("sft1", "sft2"):
             p = noctx_ctx.stage_dir("evaluate") / "golden" / f"{name}.json"
             if p.exists():
                 rows.append({"name": ROW_NAMES[name] + " (context off)",
                              **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
-    return write_report(ctx.run_dir / "ablations", rows, title=f"Ablations — run {ctx.run_id}")
+    return write_report(ctx.run_dir / "ablations", rows, notes=notes, title=f"Ablations — run {ctx.run_id}")
+
+
+def context_comparison(ctx: ChainContext, noctx_ctx: ChainContext) -> list[str]:
+    """Context on − context off per SFT stage on the same golden rows: Overall and the ambiguous slice (the
+    queries whose labels depend on history/notes), each with its paired 95% interval (``training.compare``)."""
+    from qp_core.legacy.pipeline import read_annotations, snapshot_rows
+    from qp_core.legacy.settings import load_legacy_settings
+    from qp_core.training.compare import fmt_interval, paired_bootstrap, slice_masks, snapshot_vocabulary
+    from qp_core.training.data import golden_rows
+    from qp_core.training.state import read_json_marker
+
+    s = ctx.settings
+    snap, _ = snapshot_rows(read_annotations(), load_legacy_settings().snapshot_days)
+    masks = slice_masks(golden_rows(s.eval.limit, seed=s.seed), snapshot_vocabulary(snap))
+    notes = []
+    for name in ("sft1", "sft2"):
+        on = read_json_marker(ctx.stage_dir("evaluate") / "golden" / f"{name}.json")
+        off = read_json_marker(noctx_ctx.stage_dir("evaluate") / "golden" / f"{name}.json")
+        if not on or not off or len(on.get("per_row", [])) != len(off.get("per_row", [])):
+            continue
+        cmp = paired_bootstrap(on["per_row"], off["per_row"], masks=masks, seed=s.seed, draws=s.eval.bootstrap_draws)
+        line = f"{ROW_NAMES[name]}: context on − off, Overall {fmt_interval(cmp['all']['overall'])}"
+        if "ambiguous" in cmp:
+            line += f"; ambiguous slice (n={cmp['ambiguous']['n']}) {fmt_interval(cmp['ambiguous']['overall'])}"
+        notes.append(line)
+    return notes
