@@ -159,3 +159,16 @@ def test_dev_split_is_disjoint_stable_and_keyed_by_the_normalised_query():
     assert split_dev(list(reversed(rows)), 0.1)[1] == dev  # order of the input does not matter
     assert in_dev_split("Dior  口红", 0.5) == in_dev_split("dior 口红", 0.5)  # normalised text decides
     assert split_dev(rows, 0.0) == (rows, [])
+
+
+def test_draws_that_miss_a_small_slice_are_left_out_of_its_interval():
+    """A 3-row slice where a is right and b is empty everywhere: every informative draw says +100; the ~5%
+    of draws that pick none of the 3 rows (both vacuously perfect) must not pull the interval to 0."""
+    n = 60
+    refs = [REFS[0]] * n
+    a = row_counts(refs, refs)
+    b = row_counts([None] * 3 + refs[3:], refs)
+    small = np.zeros(n, dtype=bool)
+    small[:3] = True
+    cmp = paired_bootstrap(a, b, masks={"small": small}, draws=400, seed=3)
+    assert cmp["small"]["overall"]["lo"] == pytest.approx(100.0) and cmp["small"]["overall"]["verdict"] == "better"

@@ -157,7 +157,7 @@ def paired_bootstrap(
     q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
 
     def interval(point: float, sample: np.ndarray) -> dict[str, Any]:
-        lo, hi = (float(x) for x in np.percentile(sample, q))
+        lo, hi = (float(x) for x in np.nanpercentile(sample, q))
         return {"diff": point, "lo": lo, "hi": hi, "verdict": verdict(lo, hi)}
 
     def boot(mask: np.ndarray | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -166,7 +166,11 @@ def paired_bootstrap(
         m = w.sum(axis=1)
         sa, sb = scores_from_sums(w @ xa, m), scores_from_sums(w @ xb, m)
         pa, pb = scores_from_sums(xa.sum(0), len(xa)), scores_from_sums(xb.sum(0), len(xb))
-        return ({k: float(pa[k] - pb[k]) for k in KEYS}, {k: sa[k] - sb[k] for k in KEYS})
+        # a draw that picked no row of a small slice says nothing about it (both sides would score a
+        # vacuous 100): it is left out of that slice's interval
+        empty = m == 0
+        return ({k: float(pa[k] - pb[k]) for k in KEYS},
+                {k: np.where(empty, np.nan, sa[k] - sb[k]) for k in KEYS})
 
     point, sample = boot(None)
     out: dict[str, Any] = {"all": {k: interval(point[k], sample[k]) for k in KEYS}, "n": n,

@@ -31,7 +31,9 @@ TABLE_COLUMNS = (
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, (int, float)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
         return f"{value:.2f}"
     return "–" if value is None else str(value)
 
