@@ -124,6 +124,23 @@ class HFGrammarProcessor:
                 self.bitmask[i].fill_(-1)
             else:
                 self._lt.fill_next_token_bitmask(m, self.bitmask, i)
-        self._lt.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+        apply_bitmask(scores, self.bitmask.to(scores.device))
         return scores
+
+
+def apply_bitmask(scores, bitmask) -> None:
+    """Set ``scores`` to -inf wherever the packed int32 ``bitmask`` (bit j of word w = token 32·w + j) is 0.
+
+    Eager torch on purpose: ``llguidance.torch.apply_token_bitmask_inplace`` is a ``torch.compile`` kernel
+    whose compilation cost ~30 s per process on this CPU (cProfile of a 64-row evaluation: 32 of 90 s),
+    more than the masking itself costs over a whole golden-set evaluation, and it needs a C++ toolchain.
+    """
+    import torch
+
+    vocab = scores.shape[-1]
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).flatten(1).bool()
+    if allowed.shape[1] < vocab:  # tokens past the tokenizer's vocabulary (padded embedding rows)
+        allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)
+    scores.masked_fill_(~allowed[:, :vocab], float("-inf"))
 

@@ -2,10 +2,13 @@
 
 Every sub-task is reduced to a *set of units per query*; precision/recall/F1 count units.
 
-* NER       — (start, end, type) of each entity, spans over ``compact(query)`` via ``schema.entity_spans``
-              (an entity that cannot be placed in the query yields no unit, so it can only be a miss);
-* Seg       — (start, end) of each segment, cumulative lengths via ``schema.segment_spans``;
-* TW        — (start, end, weight): a weight only counts on a correctly bounded term (joint F1);
+* NER       — (start, end, type) of each entity, spans over ``compact(query)`` via ``schema.entity_spans``;
+              a predicted entity that cannot be placed (not in the query, or out of order: it only occurs
+              before the previous entity) is a unit that matches nothing, i.e. a false positive;
+* Seg       — (start, end, text) of each segment, cumulative lengths via ``schema.segment_spans`` and the
+              segment's normalised text, so a segment with the right length but the wrong characters
+              (a prediction that does not tile the query) is a false positive, not a hit;
+* TW        — (start, end, text, weight): a weight only counts on a correct term (joint F1);
 * Taxonomy  — ½ (top-1 accuracy + F1 over (query, label) units);
 * Overall   — mean of the four scores above.
 
@@ -19,7 +22,10 @@ Conventions (the paper leaves them open):
   or recall (nothing to find) is undefined it takes the F1 value: 1.0 only if tp = fp = fn = 0, else 0.
 * Top-1 accuracy compares ``category[0]``; if both category lists are empty it counts as correct.
 * Units come from the prediction as given: a prediction whose segments do not tile the query still yields
-  cumulative-offset units (the parser never lets such an output through; hand-built predictions can).
+  cumulative-offset units carrying their text (the parser never lets such an output through; hand-built
+  predictions and the GRPO rewards of free rollouts can).
+* Unplaceable entities are counted per entity (two unplaceable entities are two false positives); the
+  same rule applies to a reference, where such an entity is a miss that no prediction can match.
 * Units are sets: a duplicated unit counts once. (query, label) units are counted per sample index,
   so the same query text appearing twice in an evaluation set counts twice.
 * The intent description is scored separately by chrF (sacrebleu, character n-grams up to 6,
@@ -37,6 +43,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from qp_core.normalize import compact
 from qp_core.schema import QPResult, entity_spans, segment_spans
 
 TASKS = ("ner", "seg", "tw", "taxonomy", "intent")
@@ -97,21 +104,45 @@ def _list(d: dict[str, Any], key: str) -> list:
     return value if isinstance(value, list) else []
 
 
-def ner_units(result: dict[str, Any], query: str) -> set[tuple[int, int, str]]:
+class Unplaced(tuple):
+    """NER unit of an entity that cannot be placed in the query: ``(None, index, type)``.
+
+    A distinct class so that a prediction's unplaced entity never equals a reference's (both would be
+    ``(None, i, type)``): tuples of different classes with equal items still compare equal, so equality
+    is overridden to identity.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def ner_units(result: dict[str, Any], query: str) -> set[tuple]:
+    """(start, end, type) per placed entity; an ``Unplaced`` unit (never matching) per unplaceable one."""
     ents = [e for e in _list(result, "entities") if isinstance(e, dict)]
-    return {span for span in entity_spans(ents, query) if span is not None and span[1] > span[0]}
+    units: set[tuple] = set()
+    for i, (ent, span) in enumerate(zip(ents, entity_spans(ents, query))):
+        if span is not None and span[1] > span[0]:
+            units.add(span)
+        else:
+            units.add(Unplaced((None, i, str(ent.get("type")))))
+    return units
 
 
-def seg_units(result: dict[str, Any]) -> set[tuple[int, int]]:
+def seg_units(result: dict[str, Any]) -> set[tuple[int, int, str]]:
     segs = _list(result, "segments")
-    return {span for span in segment_spans(segs) if span[1] > span[0]}
+    return {(s, e, compact(t)) for (s, e), t in zip(segment_spans(segs), segs) if e > s}
 
 
-def tw_units(result: dict[str, Any]) -> set[tuple[int, int, int]]:
+def tw_units(result: dict[str, Any]) -> set[tuple[int, int, str, int]]:
     segs, weights = _list(result, "segments"), _list(result, "weights")
     return {
-        (s, e, w)
-        for (s, e), w in zip(segment_spans(segs), weights)
+        (s, e, compact(t), w)
+        for (s, e), t, w in zip(segment_spans(segs), segs, weights)
         if e > s and isinstance(w, int) and not isinstance(w, bool)
     }
 
@@ -212,8 +243,8 @@ def evaluate(predictions: Sequence[Any], references: Sequence[dict[str, Any]]) -
         totals["seg"].add(seg_units(p), seg_units(r))
         pt, rt = tw_units(p), tw_units(r)
         totals["tw"].add(pt, rt)
-        for w in {u[2] for u in pt | rt}:
-            by_weight.setdefault(w, Counts()).add({u for u in pt if u[2] == w}, {u for u in rt if u[2] == w})
+        for w in {u[3] for u in pt | rt}:
+            by_weight.setdefault(w, Counts()).add({u for u in pt if u[3] == w}, {u for u in rt if u[3] == w})
         totals["taxonomy"].add(set(category_labels(p)), set(category_labels(r)))
         top1 += top1_correct(p, r)
         hyps.append(_intent(p))
@@ -237,4 +268,26 @@ def evaluate(predictions: Sequence[Any], references: Sequence[dict[str, Any]]) -
     out["detail"] = {k: c.report() for k, c in totals.items()}
     out["ner_by_type"] = {t: by_type[t].report() for t in sorted(by_type)}
     out["tw_by_weight"] = {str(w): by_weight[w].report() for w in sorted(by_weight)}
+    return out
+
+
+# ---------------------------------------------------------------- per-row counts (paired bootstrap)
+
+ROW_COLUMNS = ("ner_tp", "ner_fp", "ner_fn", "seg_tp", "seg_fp", "seg_fn", "tw_tp", "tw_fp", "tw_fn",
+               "tax_tp", "tax_fp", "tax_fn", "top1")
+
+
+def row_counts(predictions: Sequence[Any], references: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """One row of ``ROW_COLUMNS`` per sample: the unit counts ``evaluate`` sums, kept per query so that a
+    resample of queries (``qp_core.training.compare``) can recompute the corpus scores exactly."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    out = []
+    for pred, ref in zip(predictions, references):
+        p, r = _as_dict(pred), _as_dict(ref)
+        c = sample_counts(p, r)
+        row = []
+        for task in SCORED_TASKS:
+            row += [c[task].tp, c[task].fp, c[task].fn]
+        out.append(row + [int(top1_correct(p, r))])
     return out

@@ -88,8 +88,14 @@ class GateDecision:
         return self.ok
 
 
-def gate(candidate: dict[str, Any], production: dict[str, Any] | None, settings: GateSettings | None = None) -> GateDecision:
-    """Decide whether ``candidate`` metrics may replace ``production`` metrics (both ``metrics.evaluate`` dicts)."""
+def gate(candidate: dict[str, Any], production: dict[str, Any] | None, settings: GateSettings | None = None,
+         comparison: dict[str, Any] | None = None) -> GateDecision:
+    """Decide whether ``candidate`` metrics may replace ``production`` metrics (both ``metrics.evaluate`` dicts).
+
+    ``comparison``: the paired-bootstrap comparison candidate − production on the same rows
+    (``training.compare.paired_bootstrap``, on the dev split). With it the gate also refuses a candidate
+    that is measurably worse: Overall's 95% interval entirely below zero, or a sub-task's entirely below −δ.
+    """
     settings = settings or GateSettings()
     if not production:
         return GateDecision(True, ["no production model: first promotion"])
@@ -116,8 +122,23 @@ def gate(candidate: dict[str, Any], production: dict[str, Any] | None, settings:
         if drop > settings.max_subtask_drop:
             ok = False
             reasons.append(f"{key} drops {drop:.2f} > δ {settings.max_subtask_drop:g}")
+    interval = ""
+    if comparison:
+        both = comparison.get("all", {})
+        o = both.get(OVERALL_KEY)
+        if o:
+            interval = f" (difference {o['diff']:+.2f}, 95% CI [{o['lo']:+.2f}, {o['hi']:+.2f}], n={comparison.get('n')})"
+            if o["hi"] < 0:
+                ok = False
+                reasons.append(f"overall measurably worse{interval}")
+        for key in SUBTASK_KEYS:
+            d = both.get(key)
+            if d and d["hi"] < -settings.max_subtask_drop:
+                ok = False
+                reasons.append(f"{key} measurably falls by more than δ {settings.max_subtask_drop:g} "
+                               f"(95% CI [{d['lo']:+.2f}, {d['hi']:+.2f}])")
     if ok:
-        reasons.append(f"overall {cand_overall:.2f} vs production {prod_overall:.2f}: passes")
+        reasons.append(f"overall {cand_overall:.2f} vs production {prod_overall:.2f}{interval}: passes")
     return GateDecision(ok, reasons)
 
 
@@ -244,12 +265,15 @@ def promote(
     settings: GateSettings | None = None,
     root: str | Path | None = None,
     baseline: dict[str, Any] | None = None,
+    dev: tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None] | None = None,
 ) -> GateDecision:
     """Point production at ``version`` if the gate passes (or ``force``); raises RegistryError when refused.
 
-    Metrics are compared as stored in the records (both evaluated on the golden set by the chain).
-    ``baseline``: metrics to gate against when there is no production model yet (the legacy pipeline's,
-    on the same golden rows); without it a first promotion always passes.
+    ``dev`` = (candidate metrics, reference metrics, paired comparison), all on the reserved dev split:
+    what the chain gates on (the reference is the production model, or the legacy pipeline when there is
+    none, evaluated on the same dev rows). Without it the records' stored metrics are compared, and
+    ``baseline`` is the reference when there is no production model yet; without either, a first
+    promotion always passes.
     """
     cand = get(version, root=root)
     current = production(root=root)
@@ -258,10 +282,15 @@ def promote(
     if current is not None and current.profile != cand.profile:
         logger.info("promoting across profiles: %s -> %s", current.profile, cand.profile)
     settings = settings or _gate_settings()
-    reference = current.metrics if current else (baseline if settings.first_against_legacy else None)
-    decision = gate(cand.metrics, reference, settings)
-    if current is None and reference is not None:
-        decision.reasons.insert(0, "no production model: gated against the legacy baseline")
+    if dev is not None and (current is not None or settings.first_against_legacy):
+        decision = gate(dev[0], dev[1], settings, dev[2])
+        decision.reasons.insert(0, "gated on the dev split against "
+                                + (f"production {current.version}" if current else "the legacy baseline"))
+    else:
+        reference = current.metrics if current else (baseline if settings.first_against_legacy else None)
+        decision = gate(cand.metrics, reference, settings)
+        if current is None and reference is not None:
+            decision.reasons.insert(0, "no production model: gated against the legacy baseline")
     if not decision.ok and not force:
         raise RegistryError(f"promotion of {version} refused: " + "; ".join(decision.reasons))
     ptr = _pointer(root) or {}

@@ -113,3 +113,19 @@ def test_grammar_compiles_for_any_query_text():
         assert llguidance.LLMatcher.validate_grammar(grammar) == "", q
         checked += 1
     assert checked > 200
+
+
+def test_apply_bitmask_masks_exactly_the_disallowed_tokens():
+    """The eager replacement of llguidance's torch.compile kernel: bit j of word w allows token 32·w + j."""
+    import torch
+
+    from qp_core.grammar import apply_bitmask
+
+    scores = torch.zeros(2, 70)  # vocab 70 > 64 bits of 2 words: tokens 64..69 are never allowed
+    bitmask = torch.zeros(2, 2, dtype=torch.int32)
+    bitmask[0, 0] = 1 | (1 << 5)  # tokens 0 and 5
+    bitmask[0, 1] = -(2**31)  # token 63 (the sign bit)
+    bitmask[1] = -1  # everything the mask covers
+    apply_bitmask(scores, bitmask)
+    assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [0, 5, 63]
+    assert torch.isfinite(scores[1]).nonzero().flatten().tolist() == list(range(64))

@@ -68,11 +68,43 @@ def test_repeated_substring_entities_are_placed_left_to_right():
     # listing "dior" once matches the FIRST occurrence only
     c = sample_counts(out([("dior", "brand"), ("香水", "product_type")]), REF2)["ner"]
     assert (c.tp, c.fp, c.fn) == (2, 0, 2)
-    # a third "dior" cannot be placed: it yields no unit (neither tp nor fp)
+    # a third "dior" cannot be placed: it is a false positive
     c = sample_counts(out([("dior", "brand")] * 3), REF2)["ner"]
-    assert (c.tp, c.fp, c.fn) == (2, 0, 2)
-    assert evaluate([out([("dior", "brand")] * 3)], [REF2])["detail"]["ner"]["precision"] == 100.0
-    assert evaluate([out([("dior", "brand")] * 3)], [REF2])["ner_f1"] == pytest.approx(100 * 2 * 2 / (4 + 0 + 2))
+    assert (c.tp, c.fp, c.fn) == (2, 1, 2)
+    assert evaluate([out([("dior", "brand")] * 3)], [REF2])["detail"]["ner"]["precision"] == pytest.approx(100 * 2 / 3)
+    assert evaluate([out([("dior", "brand")] * 3)], [REF2])["ner_f1"] == pytest.approx(100 * 2 * 2 / (4 + 1 + 2))
+
+
+def test_unplaceable_and_out_of_order_entities_are_false_positives():
+    # not in the query at all: 1 fp (the correct 雅诗兰黛 still counts)
+    c = sample_counts(out([("雅诗兰黛", "brand"), ("兰蔻", "brand")]), REF1)["ner"]
+    assert (c.tp, c.fp, c.fn) == (1, 1, 1)
+    # out of order: 1c1 [4,7) listed first is placed; 雅诗兰黛 only occurs before it -> unplaceable, fp
+    c = sample_counts(out([("1c1", "product_series"), ("雅诗兰黛", "brand")]), REF1)["ner"]
+    assert (c.tp, c.fp, c.fn) == (1, 1, 1)
+    # two unplaceable entities of the same type are two false positives, and an empty text is one too
+    c = sample_counts(out([("兰蔻", "brand"), ("兰蔻", "brand"), ("", "brand")]), REF1)["ner"]
+    assert (c.tp, c.fp, c.fn) == (0, 3, 2)
+    m = evaluate([out([("雅诗兰黛", "brand"), ("兰蔻", "brand")])], [REF1])
+    assert m["ner_f1"] == pytest.approx(100 * 2 / (2 + 1 + 1))
+    assert m["ner_by_type"]["brand"]["fp"] == 1 and m["ner_by_type"]["brand"]["tp"] == 1
+    # an unplaceable reference entity is a miss that an equally unplaceable prediction does not match
+    ref = dict(REF1, entities=[{"text": "兰蔻", "type": "brand"}])
+    c = sample_counts(out([("兰蔻", "brand")]), ref)["ner"]
+    assert (c.tp, c.fp, c.fn) == (0, 1, 1)
+
+
+def test_segments_are_compared_by_text_as_well_as_boundaries():
+    # right lengths, wrong characters in the 3rd segment (does not tile the query): fp + fn for Seg and TW
+    pred = out(segments=["雅诗兰黛", "1c1", "粉底霜", "色号"], weights=[3, 3, 2, 1])
+    c = sample_counts(pred, REF1)
+    assert (c["seg"].tp, c["seg"].fp, c["seg"].fn) == (3, 1, 1)
+    assert (c["tw"].tp, c["tw"].fp, c["tw"].fn) == (3, 1, 1)
+    assert sample_scores(pred, REF1)["seg"] == pytest.approx(6 / 8)
+    # normalisation (case, whitespace) is not a text difference
+    pred = out(segments=["雅诗 兰黛", "1C1", "粉底液", "色号"], weights=[3, 3, 2, 1])
+    c = sample_counts(pred, REF1)
+    assert (c["seg"].tp, c["seg"].fp, c["seg"].fn) == (4, 0, 0)
 
 
 def test_ner_is_strict_on_type_and_boundary():

@@ -2,9 +2,12 @@
 
 1. start a real redis-server (``qp_core.ops.redis_server``; it stays up afterwards),
 2. generate the synthetic world unless the lake already has one,
-3. obtain a model: the registry's production model, else ``qp train quick`` (tiny profile, minutes on CPU),
+3. obtain a model: the registry's production model, else ``qp train quick`` (tiny profile, minutes on CPU).
+   A bootstrap below the promotion gate does not go live: it stays a registered candidate, the run
+   publishes its results into the candidate's namespace *without activating it* (what readers see does
+   not change) and the demo prints how it compares with the legacy pipeline,
 4. run ``qp_nearline_daily`` for one date through Airflow (``airflow dags test`` in ``$QP_HOME/airflow``),
-5. print the quality report and entries read back through ``QPClient``.
+5. print the quality report and entries read back through ``QPClient`` (from the candidate namespace then).
 
 Afterwards ``qp kv get QUERY`` works from the same shell without flags until ``make stop``.
 Wall time and peak memory (whole process tree, sampled) are printed at the end.
@@ -87,12 +90,12 @@ def demo(
             console.print("[red]no query-log partition in the lake[/]")
             raise typer.Exit(1)
         _step(3, "model")
-        timed("model", _ensure_model, strict)
+        candidate_ns = timed("model", _ensure_model, strict)
         _step(4, f"qp_nearline_daily for dt={dt} through Airflow")
         timed("airflow", _run_dag, dt)
         _step(5, "results")
         _print_quality(dt)
-        _print_samples(dt, samples)
+        _print_samples(dt, samples, candidate_ns)
     total = time.monotonic() - t_start
     console.rule("done")
     console.print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total:.0f}s")
@@ -121,29 +124,64 @@ def _ensure_world() -> None:
     console.print(f"  done: { {k: v for k, v in info.items() if not isinstance(v, (dict, list))} }")
 
 
-def _ensure_model(strict: bool) -> None:
-    """3. the registry's production model, else ``qp train quick`` (tiny profile, minutes on CPU)."""
+def _ensure_model(strict: bool) -> str | None:
+    """3. the registry's production model, else ``qp train quick`` (tiny profile, minutes on CPU).
+
+    Returns the candidate namespace when the run will serve a below-gate bootstrap as a candidate (None
+    when a production model serves)."""
     from qp_core import registry
 
     record = registry.production()
+    candidate_ns = None
     if record is None:
         console.print("no production model: bootstrapping one with `qp train quick` (tiny profile) …")
         rc = run_command([sys.executable, "-m", "qp_core.cli", "train", "quick"], check=False, label="train quick",
                          on_line=lambda line: console.print(line, markup=False, highlight=False))
         record = registry.production()
-        if rc != 0 or record is None:
-            console.print("[red]✗ qp train quick did not produce a production model[/]")
-            raise typer.Exit(1)
-    console.print(f"production model {record.version} ({record.profile}, rules {record.rules_mode}) at {record.path}")
+        if record is None:
+            models = registry.list_models()
+            if rc != 0 or not models:
+                console.print("[red]✗ qp train quick did not register a model[/]")
+                raise typer.Exit(1)
+            record = models[-1]
+            candidate_ns = _serve_as_candidate(record)
+    if candidate_ns is None:
+        console.print(f"production model {record.version} ({record.profile}, rules {record.rules_mode}) at {record.path}")
     promotion = registry.promotion()
     if promotion.get("forced"):
         console.print(
-            f"[yellow]! {record.version} went live without passing the promotion gate (a bootstrap): "
-            f"{'; '.join(promotion.get('gate', []))}. Its answers are contract-valid (query grammar) but "
-            f"behind the legacy pipeline; `make train` (~21 min) trains one that passes the gate.[/]"
+            f"[yellow]! {promotion.get('version')} went live without passing the promotion gate (forced): "
+            f"{'; '.join(promotion.get('gate', []))}.[/]"
         )
     if not strict:
         _relax_gate_for_weak_model(record)
+    return candidate_ns
+
+
+def _serve_as_candidate(record) -> str:
+    """A bootstrap below the gate: publish its results without activating them, and say how it compares."""
+    from qp_core.nearline.steps import CANDIDATE_ENV, resolve_target
+    from qp_core.training.run import training_root
+    from qp_core.training.state import read_json_marker
+
+    os.environ[CANDIDATE_ENV] = record.version
+    promote = read_json_marker(training_root() / "runs" / str(record.extra.get("run_id")) / "promote" / "stage.json") or {}
+    dev = promote.get("dev_comparison", {}).get("overall")
+    console.print(
+        f"[yellow]! model {record.version} ({record.stage}) is below the promotion gate and does not go live: "
+        f"{'; '.join(promote.get('gate', [])) or 'not promoted'}[/]"
+    )
+    if dev:
+        console.print(f"  dev split, served Overall minus the legacy snapshot's: {dev['diff']:+.2f} "
+                      f"(95% CI [{dev['lo']:+.2f}, {dev['hi']:+.2f}])")
+    golden = record.metrics or {}
+    console.print(f"  golden: model Overall {golden.get('overall', 0):.2f} (as served "
+                  f"{(golden.get('served') or golden).get('overall', 0):.2f}); full report: "
+                  f"{training_root() / 'runs' / str(record.extra.get('run_id')) / 'report' / 'report.md'}")
+    ns = resolve_target().namespace  # the namespace the run will publish into (same resolution as the DAG)
+    console.print(f"  this run publishes its results into candidate namespace {ns} without activating it; "
+                  f"readers keep what is active. `make train` (~21 min) trains a model that can pass the gate.")
+    return ns
 
 
 def _run_dag(dt: str) -> None:
@@ -204,7 +242,7 @@ def _print_quality(dt: str) -> None:
     console.print(table)
 
 
-def _print_samples(dt: str, n: int) -> None:
+def _print_samples(dt: str, n: int, namespace: str | None = None) -> None:
     import pyarrow.parquet as pq
 
     from qp_core.kv import QPClient
@@ -218,8 +256,16 @@ def _print_samples(dt: str, n: int) -> None:
         console.print("[yellow]no sampled queries for this date[/]")
         return
     with QPClient() as client:
-        ns, results = client.mget_with_namespace(queries)
-    console.print(f"read back through QPClient (active namespace {ns}):")
+        if namespace is None:
+            ns, results = client.mget_with_namespace(queries)
+            console.print(f"read back through QPClient (active namespace {ns}):")
+        else:  # the candidate's namespace, which readers do not see
+            from qp_core.kv.layout import decode_value
+            from qp_core.normalize import query_key
+
+            raws = client.r.mget([client.keys.result(namespace, query_key(q)) for q in queries])
+            results = [decode_value(v) for v in raws]
+            console.print(f"read back from candidate namespace {namespace} (not active; active: {client.namespace()}):")
     hits = 0
     for q, res in zip(queries, results):
         hits += res is not None

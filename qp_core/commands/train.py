@@ -101,7 +101,9 @@ def quick(
     profile: str = typer.Option("tiny", help="Model profile."),
     force: bool = typer.Option(False, help="Train even if a production model exists."),
 ) -> None:
-    """Bootstrap the demo's model: tokenizer + tiny model + short SFT + register + promote (minutes on CPU)."""
+    """Bootstrap the demo's model: tokenizer + tiny model + short SFT + register; promoted only if it passes
+    the gate (on the dev split, against the legacy snapshot). A bootstrap below the gate stays a registered
+    candidate: `qp demo` then publishes its results without activating them (legacy keeps serving)."""
     from qp_core import registry
     from qp_core.training.stages import run_chain
 
@@ -111,8 +113,8 @@ def quick(
         console.print(f"production model exists: {current.version} ({current.path}); nothing to do (--force to retrain)")
         return
     ctx = _ctx("quick", profile, None, None, False, True, console)
-    # legacy evaluated too, so that a forced promotion records how the bootstrap compares (registry.promotion)
-    info = run_chain(ctx, ["base", "sft1", "evaluate", "promote"], promote={"force": current is None})
+    # never forced: a model below the gate must not go live (it stays a candidate, with the gate's reasons)
+    info = run_chain(ctx, ["base", "sft1", "evaluate", "promote"])
     _print_reports(console, ctx, info)
 
 
@@ -157,6 +159,40 @@ def ablation(
     paths = ablation_report(ctx, isolated, noctx)
     for key, path in paths.items():
         console.print(f"{key:12s} {path}")
+
+
+@app.command()
+def baselines(
+    profile: str = typer.Option("tiny", help="Model profile (its section's eval/dev settings)."),
+    section: Optional[str] = typer.Option(None),
+) -> None:
+    """Both legacy rows on the golden set, no model needed: the refitted pipeline (the fair baseline, fitted
+    on the chain's training rows) minus the stale snapshot, with paired 95% intervals per slice."""
+    from qp_core.legacy import load_or_train
+    from qp_core.legacy.pipeline import read_annotations, snapshot_rows
+    from qp_core.legacy.settings import load_legacy_settings
+    from qp_core.training import assess
+    from qp_core.training.data import golden_rows, traffic_sample
+    from qp_core.training.evaluate import evaluate_legacy, refitted_legacy
+    from qp_core.training.report import plain_table
+    from qp_core.training.run import training_annotations
+
+    console = _console()
+    ctx = _ctx(section, profile, None, None, False, True, console)
+    s = ctx.settings
+    golden = golden_rows(s.eval.limit, seed=s.seed)
+    refit = refitted_legacy(training_annotations(ctx))
+    res = {assess.LEGACY_REFIT: evaluate_legacy(golden, refit), assess.LEGACY_SNAPSHOT: evaluate_legacy(golden, load_or_train())}
+    snap, _ = snapshot_rows(read_annotations(), load_legacy_settings().snapshot_days)
+    masks, shares = assess.slice_setup(golden, snap, traffic_sample(s.eval.traffic_sample, seed=s.seed), refit)
+    order = [assess.LEGACY_REFIT, assess.LEGACY_SNAPSHOT]
+    cmp = assess.comparison_rows(res, [tuple(order)], masks=masks, shares=shares, seed=s.seed)
+    console.print(f"golden rows {len(golden)}; traffic shares {({k: round(v, 3) for k, v in shares.items()})}")
+    console.print(plain_table([{"name": assess.NAMES[n], **{k: round(res[n][k], 2) for k in assess.SHORT}}
+                               for n in order]), markup=False)
+    console.print(plain_table(assess.slice_rows(res, order, masks, shares)), markup=False)
+    console.print(plain_table([{k: v for k, v in r.items() if k not in ("a", "b", "intervals")} for r in cmp]),
+                  markup=False)
 
 
 @app.command("models")

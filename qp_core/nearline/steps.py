@@ -14,6 +14,7 @@ training chain's stages are listed the same way in :mod:`qp_core.training.steps`
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,6 +47,9 @@ class Target:
     namespace: str
     active_namespace: str | None = None  # what readers see now (differs from namespace on a model change)
     profile: str | None = None  # the model's profile (conf/profiles): the engine's limits, read once here
+    # a registered model that did not pass the promotion gate: its results are published into its own
+    # namespace without flipping the pointer (readers keep what they see), for inspection and comparison
+    candidate: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,14 +59,21 @@ class Target:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+CANDIDATE_ENV = "QP_CANDIDATE_VERSION"
+
+
 def resolve_target(redis_url: str | None = None) -> Target:
     """Production model from the registry and its KV namespace (``qp_core.kv.namespace_for``).
 
     ``redis_url``: where to read the active namespace (the DAG passes the Airflow connection's URL; default:
-    ``qp_core.kv.resolve_url``)."""
+    ``qp_core.kv.resolve_url``). With ``$QP_CANDIDATE_VERSION`` set, the run serves that registered (not
+    promoted) model instead, as a candidate: published into its namespace, never activated (``qp demo`` on a
+    fresh machine, when the bootstrap model is below the gate).
+    """
     from qp_core import kv, registry
 
-    record = registry.production()
+    candidate = os.environ.get(CANDIDATE_ENV) or None
+    record = registry.get(candidate) if candidate else registry.production()
     if record is None:
         raise NoProductionModel(
             "no model in production in the registry "
@@ -80,6 +91,7 @@ def resolve_target(redis_url: str | None = None) -> Target:
         namespace=str(namespace),
         active_namespace=_active_namespace(redis_url),
         profile=str(record.profile) if getattr(record, "profile", None) else None,
+        candidate=bool(candidate),
     )
 
 
@@ -150,7 +162,7 @@ def _validate_args(dt: str, target: Target, shard: int | None) -> list[str]:
 
 
 def _publish_args(dt: str, target: Target, shard: int | None) -> list[str]:
-    return ["--dt", dt, "--namespace", target.namespace]
+    return ["--dt", dt, "--namespace", target.namespace] + (["--no-activate"] if target.candidate else [])
 
 
 STEPS: tuple[Step, ...] = (

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qp_core.training.callbacks import ProgressCallback
-from qp_core.training.report import ROW_NAMES, write_report
+from qp_core.training.report import ROW_NAMES, plain_metrics, write_report
 from qp_core.training.run import ChainContext, model_dir, training_annotations
 from qp_core.training.stages import run_stage
 
@@ -44,16 +44,45 @@ def run_isolated_ablation(ctx: ChainContext, steps: int | None = None, tasks=("n
 def ablation_report(ctx: ChainContext, isolated: dict[str, Any] | None, noctx_ctx: ChainContext | None) -> dict[str, Path]:
     """Table-2-like report: unified (this run's stage 1/2) vs task-isolated vs context off."""
     rows = []
-    for name in ("legacy", "sft1", "sft2"):
-        p = ctx.stage_dir("evaluate") / f"{name}.json"
+    for name in ("legacy_refit", "legacy", "sft1", "sft2"):
+        p = ctx.stage_dir("evaluate") / "golden" / f"{name}.json"
         if p.exists():
-            rows.append({"name": ROW_NAMES[name] + (" (context on)" if name != "legacy" else ""),
-                         **json.loads(p.read_text(encoding="utf-8"))})
+            rows.append({"name": ROW_NAMES[name] + ("" if name.startswith("legacy") else " (context on)"),
+                         **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
     if isolated:
         rows.append({"name": "task-isolated models (Table 2)", **isolated["metrics"]})
+    notes = []
     if noctx_ctx is not None:
+        notes = context_comparison(ctx, noctx_ctx)
         for name in ("sft1", "sft2"):
-            p = noctx_ctx.stage_dir("evaluate") / f"{name}.json"
+            p = noctx_ctx.stage_dir("evaluate") / "golden" / f"{name}.json"
             if p.exists():
-                rows.append({"name": ROW_NAMES[name] + " (context off)", **json.loads(p.read_text(encoding="utf-8"))})
-    return write_report(ctx.run_dir / "ablations", rows, title=f"Ablations — run {ctx.run_id}")
+                rows.append({"name": ROW_NAMES[name] + " (context off)",
+                             **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
+    return write_report(ctx.run_dir / "ablations", rows, notes=notes, title=f"Ablations — run {ctx.run_id}")
+
+
+def context_comparison(ctx: ChainContext, noctx_ctx: ChainContext) -> list[str]:
+    """Context on − context off per SFT stage on the same golden rows: Overall and the ambiguous slice (the
+    queries whose labels depend on history/notes), each with its paired 95% interval (``training.compare``)."""
+    from qp_core.legacy.pipeline import read_annotations, snapshot_rows
+    from qp_core.legacy.settings import load_legacy_settings
+    from qp_core.training.compare import fmt_interval, paired_bootstrap, slice_masks, snapshot_vocabulary
+    from qp_core.training.data import golden_rows
+    from qp_core.training.state import read_json_marker
+
+    s = ctx.settings
+    snap, _ = snapshot_rows(read_annotations(), load_legacy_settings().snapshot_days)
+    masks = slice_masks(golden_rows(s.eval.limit, seed=s.seed), snapshot_vocabulary(snap))
+    notes = []
+    for name in ("sft1", "sft2"):
+        on = read_json_marker(ctx.stage_dir("evaluate") / "golden" / f"{name}.json")
+        off = read_json_marker(noctx_ctx.stage_dir("evaluate") / "golden" / f"{name}.json")
+        if not on or not off or len(on.get("per_row", [])) != len(off.get("per_row", [])):
+            continue
+        cmp = paired_bootstrap(on["per_row"], off["per_row"], masks=masks, seed=s.seed, draws=s.eval.bootstrap_draws)
+        line = f"{ROW_NAMES[name]}: context on − off, Overall {fmt_interval(cmp['all']['overall'])}"
+        if "ambiguous" in cmp:
+            line += f"; ambiguous slice (n={cmp['ambiguous']['n']}) {fmt_interval(cmp['ambiguous']['overall'])}"
+        notes.append(line)
+    return notes

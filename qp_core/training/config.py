@@ -37,6 +37,7 @@ class SFTStageSettings(_Model):
     max_length: int = 768
     save_steps: int = 100
     logging_steps: int = 10
+    gradient_checkpointing: bool = False  # TRL's default is on; it only slows models that fit many times over
 
 
 class FilterSettings(_Model):
@@ -48,6 +49,7 @@ class FilterSettings(_Model):
     batch_size: int = 32
     vary_threshold: float = 0.05
     consistency_eps: float = 0.02
+    query_grammar: bool = True  # rollouts decode under each query's grammar, as evaluation and serving do
 
 
 class GRPOSettings(_Model):
@@ -65,10 +67,18 @@ class GRPOSettings(_Model):
     save_steps: int = 20
     use_vllm: bool = False
     weights: dict[str, float] = Field(default_factory=dict)
+    query_grammar: bool = True  # rollouts under each query's grammar (TRL rollout_func; transformers path)
+    gradient_checkpointing: bool = False
 
 
 class EvalSettings(_Model):
-    limit: int = 0
+    limit: int = 0  # golden rows for the report (0 = all); golden is for the report only
+    # share of annotation queries reserved as the dev split (stable hash, never trained on): what the
+    # promotion gate, the choice of the promoted stage and recipe tuning (training.probe) compare on
+    dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    dev_limit: int = Field(0, ge=0)  # dev rows evaluated (a seeded subset; 0 = the whole dev split)
+    bootstrap_draws: int = Field(1000, ge=100)
+    traffic_sample: int = Field(2000, ge=0)  # query-log draws that weight the slices (0 = golden mix only)
     batch_size: int = 64
     max_new_tokens: int = 192
     stages: list[str] = Field(default_factory=lambda: ["stage1", "stage2", "grpo"])
@@ -83,7 +93,9 @@ class TrainingSettings(_Model):
     seed: int = 13
     context: bool = True
     tasks: list[str] = Field(default_factory=lambda: ["ner", "seg", "tw", "taxonomy", "intent"])
-    threads: int = 2
+    # torch CPU threads: a setting per machine/profile. 0 = torch's default (the machine's cores), what GPU
+    # workers and big machines want; the 2-core CPU profiles pin the count measured fastest (training.yaml).
+    threads: int = Field(2, ge=0)
     bf16: bool = True
     aux: AuxSettings = Field(default_factory=AuxSettings)
     sft1: SFTStageSettings = Field(default_factory=SFTStageSettings)

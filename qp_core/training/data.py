@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from qp_core import paths
-from qp_core.lake import ANNOTATIONS, AUX, GOLDEN, dataset
+from qp_core.lake import ANNOTATIONS, AUX, GOLDEN, QUERY_LOG, dataset
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,74 @@ def golden_rows(limit: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     if limit and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
     return rows
+
+
+DEV_SALT = "qp-dev-v1"
+
+
+def in_dev_split(query: str, fraction: float, salt: str = DEV_SALT) -> bool:
+    """Whether ``query`` belongs to the reserved dev split: a stable hash of its normalised text.
+
+    Hashing the text (not sampling rows) keeps the split fixed as annotation days are added and keeps
+    every row of one query on the same side, so no dev query is ever trained on.
+    """
+    import hashlib
+
+    from qp_core.normalize import normalize_query
+
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"{salt}:{normalize_query(query)}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_dev(rows: Iterable[dict[str, Any]], fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, dev rows) of annotation rows; dev is what recipe tuning and the promotion gate read.
+
+    The golden set is for the report only. Dev keeps one row per query (its newest annotation).
+    """
+    from qp_core.normalize import normalize_query
+
+    train, dev = [], {}
+    for r in rows:
+        if in_dev_split(r["query"], fraction):
+            key = normalize_query(r["query"])
+            prev = dev.get(key)
+            if prev is None or str(r.get("dt") or "") >= str(prev.get("dt") or ""):
+                dev[key] = r
+        else:
+            train.append(r)
+    return train, [dev[k] for k in sorted(dev)]
+
+
+def annotation_splits(dev_fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, dev rows): unified annotations minus golden queries (defensive: the world keeps them
+    disjoint already), split by ``split_dev``. The one place the chain, the probe and the refitted legacy
+    baseline get "the model's training annotations" from."""
+    from qp_core.normalize import normalize_query
+
+    golden = {normalize_query(r["query"]) for r in read_dataset(GOLDEN, columns=["query"])}
+    rows = [r for r in annotation_rows() if normalize_query(r["query"]) not in golden]
+    return split_dev(rows, dev_fraction)
+
+
+def traffic_sample(n: int, seed: int = 0, dt: str | None = None) -> list[str]:
+    """``n`` queries drawn from one day of ``raw/query_log`` (default: the newest), repeats included, so
+    that each query's share follows its traffic: the weights of the traffic-weighted Overall."""
+    import pyarrow.dataset as ds
+
+    root = dataset(QUERY_LOG)
+    if not root.exists():
+        return []
+    if dt is None:
+        dts = sorted(p.name.split("=", 1)[1] for p in root.glob("dt=*"))
+        if not dts:
+            return []
+        dt = dts[-1]
+    table = ds.dataset(str(root / f"dt={dt}"), format="parquet").to_table(columns=["query"])
+    queries = [q for q in table.column("query").to_pylist() if q]
+    rng = random.Random(seed)
+    return [rng.choice(queries) for _ in range(n)] if queries else []
 
 
 def data_version(name: str) -> str:

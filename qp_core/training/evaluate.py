@@ -19,15 +19,18 @@ logger = logging.getLogger(__name__)
 
 
 def score(predictions: list[dict[str, Any] | None], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """``metrics.evaluate`` of unified predictions against the rows' labels."""
-    from qp_core.metrics import evaluate
+    """``metrics.evaluate`` of unified predictions against the rows' labels, plus ``per_row``: the unit
+    counts of each row (``metrics.row_counts``) that paired-bootstrap comparisons resample."""
+    from qp_core.metrics import evaluate, row_counts
 
     references = []
     for r in rows:
         ref = dict(json.loads(r["label"]) if isinstance(r["label"], str) else r["label"])
         ref["query"] = r["query"]
         references.append(ref)
-    return evaluate(predictions, references)
+    out = evaluate(predictions, references)
+    out["per_row"] = row_counts(predictions, references)
+    return out
 
 
 def parse_texts(texts: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
@@ -141,7 +144,7 @@ def served_metrics(preds: list[dict[str, Any] | None], rows: list[dict[str, Any]
 
 
 def evaluate_legacy(rows: list[dict[str, Any]], legacy=None) -> dict[str, Any]:
-    """The legacy multi-model pipeline (the baseline row)."""
+    """A legacy multi-model pipeline on ``rows`` (default: the stale snapshot the nearline falls back to)."""
     from qp_core.legacy import load_or_train
 
     t0 = time.time()
@@ -151,6 +154,15 @@ def evaluate_legacy(rows: list[dict[str, Any]], legacy=None) -> dict[str, Any]:
     metrics["eval_s"] = round(time.time() - t0, 1)
     metrics["n"] = len(rows)
     return metrics
+
+
+def refitted_legacy(training_rows: list[dict[str, Any]]):
+    """The legacy pipeline refitted on exactly the model's training annotations (every day): the fair
+    baseline. The stale snapshot (``legacy.load_or_train()``) is what serving falls back to, but it has not
+    seen the days the model trained on, so beating it says little about the method."""
+    from qp_core.legacy import load_or_train
+
+    return load_or_train(rows=list(training_rows), snapshot_days=0)
 
 
 def _loads_object(text: str) -> dict[str, Any] | None:

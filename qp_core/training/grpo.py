@@ -63,6 +63,9 @@ def grpo_config(out_dir: str | Path, g: GRPOSettings, weights: list[float], *, b
         disable_tqdm=True,
         lr_scheduler_type="constant",
         warmup_steps=0,
+        # TRL turns gradient checkpointing on by default; for models that fit many times over it only
+        # recomputes activations (slower steps), so it follows the section (on for the 8B profile)
+        gradient_checkpointing=g.gradient_checkpointing,
     )
 
 
@@ -106,9 +109,18 @@ def train_grpo(
     funcs, weights = reward_functions(g.weights)
     tok = AutoTokenizer.from_pretrained(str(init_dir))
     tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=torch.float32)
     args = grpo_config(out, g, weights, bf16=bf16, seed=seed, use_cpu=not torch.cuda.is_available())
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tok)
+    rollout = None
+    if g.query_grammar and not g.use_vllm:
+        from qp_core.training.generate import grammar_rollout_func
+
+        queries = {_prompt_key(p): q for p, q in zip(data["prompt"], data["query"])}
+        rollout = grammar_rollout_func(lambda prompt: queries.get(_prompt_key(prompt)))
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tok,
+                          rollout_func=rollout)
     trainer.train(resume_from_checkpoint=latest_checkpoint(out))
     model_dir = out / "model"
     trainer.save_model(str(model_dir))
@@ -117,6 +129,11 @@ def train_grpo(
     result = StageResult(model_dir, list(trainer.state.log_history), time.time() - t0,
                          {"prompts": len(rows), "steps": trainer.state.global_step,
                           "reward_funcs": [f.__name__ for f in funcs], "reward_weights": weights,
-                          "multi_objective_aggregation": g.multi_objective_aggregation})
+                          "multi_objective_aggregation": g.multi_objective_aggregation,
+                          "query_grammar_rollouts": rollout is not None})
     write_stage_result(out, result)
     return result
+
+
+def _prompt_key(prompt: Any) -> str:
+    return json.dumps(prompt, ensure_ascii=False, sort_keys=True)

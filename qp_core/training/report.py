@@ -31,7 +31,9 @@ TABLE_COLUMNS = (
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, (int, float)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
         return f"{value:.2f}"
     return "–" if value is None else str(value)
 
@@ -65,6 +67,17 @@ def markdown_table(rows: list[dict[str, Any]], columns=TABLE_COLUMNS) -> str:
                 cell = f"**{cell}**"
             cells.append(cell)
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plain_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of arbitrary rows: columns are the keys in first-seen order, ``name`` first."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols and k != "name"]
+    lines = ["| " + " | ".join(["Model", *cols]) + " |", "|---|" + "---:|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r.get('name', '')} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -134,12 +147,20 @@ def write_report(
     title: str = "Training chain report",
     extra_tables: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Path]:
-    """Write report.json, report.md, loss_curves.png, metrics.png into ``out_dir``; returns their paths."""
+    """Write report.json, report.md, loss_curves.png, metrics.png into ``out_dir``; returns their paths.
+
+    ``extra_tables`` (title -> rows with any columns) follow the main table in report.md and are kept in
+    ``report_tables.json``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     paths["json"] = out / "report.json"
     paths["json"].write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    if extra_tables:
+        paths["tables_json"] = out / "report_tables.json"
+        paths["tables_json"].write_text(json.dumps(extra_tables, ensure_ascii=False, indent=1, default=str),
+                                        encoding="utf-8")
     loss_png = plot_losses(histories or {}, out / "loss_curves.png")
     metrics_png = plot_metrics(rows, out / "metrics.png")
     md = [f"# {title}", "", markdown_table(rows), ""]
@@ -148,7 +169,7 @@ def write_report(
         md.append(f"Golden rows evaluated: {', '.join(str(x) for x in sorted(n))}. Scores 0–100, micro-averaged.")
         md.append("")
     for name, table in (extra_tables or {}).items():
-        md += [f"## {name}", "", markdown_table(table), ""]
+        md += [f"## {name}", "", plain_table(table), ""]
     if stage_times:
         md += ["## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]
         md += [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
@@ -170,7 +191,8 @@ def write_report(
 # The prose under the chain report's table: settings that shaped the run and what each stage changed.
 
 ROW_NAMES = {
-    "legacy": "legacy pipeline",
+    "legacy_refit": "legacy refitted on the model's training annotations (fair baseline)",
+    "legacy": "legacy snapshot (stale; what the nearline fallback serves)",
     "base": "stage 0 (base)",
     "sft1": "stage 1 SFT (unified + λ·aux)",
     "sft2": "stage 2 SFT (recent)",
@@ -179,37 +201,38 @@ ROW_NAMES = {
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k != "served"}
+    """A metric dict for a report row or a registry record: no nested served metrics, no per-row counts."""
+    return {k: v for k, v in metrics.items() if k not in ("served", "per_row")}
 
 
-def report_notes(ctx: ChainContext, results: dict[str, dict[str, Any]]) -> list[str]:
+def report_notes(ctx: ChainContext, comparisons: list[dict[str, Any]]) -> list[str]:
+    """Settings that shaped the run, then each comparison the report makes: the difference with its 95%
+    paired-bootstrap interval and a verdict only where the interval excludes zero (``training.compare``)."""
+    from qp_core.training.compare import fmt_interval
+
     s = ctx.settings
     notes = [
         f"profile {s.profile} (rules_mode {ctx.rules_mode}), section {s.section}, context {'on' if s.context else 'off'}",
         f"stage 1 mixing: λ = {s.sft1.lambda_aux} as a sampling fraction (aux rows = round(λ·N_unified))",
         f"GRPO: multi_objective_aggregation={s.grpo.multi_objective_aggregation}, β={s.grpo.beta}, "
-        f"G={s.grpo.num_generations}, weights={effective_weights(s)}",
+        f"G={s.grpo.num_generations}, weights={effective_weights(s)}, rollouts under the query grammar: "
+        f"{s.grpo.query_grammar}",
+        f"intervals: paired bootstrap over the evaluated rows ({s.eval.bootstrap_draws} draws), 95%; "
+        "'better'/'worse' only where the interval excludes zero",
     ]
     filt = stage_done(ctx, "filter")
     if filt:
         sm = filt.get("summary", {})
-        notes.append(f"GRPO filter kept {sm.get('kept')}/{sm.get('candidates')} prompts; kept fraction per task "
-                     f"{sm.get('kept_fraction_per_task')}")
-    order = [n for n in ("base", "sft1", "sft2", "grpo") if n in results]
-    for prev, cur in zip(order, order[1:]):
-        d = results[cur].get("overall", 0) - results[prev].get("overall", 0)
-        verdict = "helps" if d > 0.05 else "does not help" if d < -0.05 else "no measurable change"
-        notes.append(f"{ROW_NAMES[cur]} vs {ROW_NAMES[prev]}: Overall {d:+.2f} ({verdict})")
-    if "legacy" in results and order:
-        last = order[-1]
-        d = results[last].get("overall", 0) - results["legacy"].get("overall", 0)
-        notes.append(f"final stage vs legacy pipeline: Overall {d:+.2f} (the model's own outputs; invalid = empty)")
-        served = results[last].get("served")
-        if served:
-            d = served.get("overall", 0) - results["legacy"].get("overall", 0)
-            notes.append(f"final stage as served vs legacy pipeline: Overall {d:+.2f} — what the nearline would "
-                         f"publish: its valid outputs, the legacy answer for the {100 * served['fallback_rate']:.1f}% "
-                         f"that fail validation; the promotion gate compares this")
+        notes.append(f"GRPO filter kept {sm.get('kept')}/{sm.get('candidates')} prompts (valid rollouts "
+                     f"{sm.get('valid_rollout_fraction')}); kept per task {sm.get('kept_per_task')}")
+    for c in comparisons:
+        cmp = c["intervals"]
+        line = f"{ROW_NAMES.get(c['a'], c['a'])} − {ROW_NAMES.get(c['b'], c['b'])}: Overall {fmt_interval(cmp['all']['overall'])}"
+        if (c["a"], c["b"]) == ("grpo", "sft2"):
+            line += f"; TW {fmt_interval(cmp['all']['tw_f1'])} (the paper's Table-4 claim)"
+        if "ambiguous" in cmp:
+            line += f"; ambiguous slice {fmt_interval(cmp['ambiguous']['overall'])}"
+        notes.append(line)
     return notes
 
 

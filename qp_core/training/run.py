@@ -7,7 +7,6 @@ state, nothing more. A run id defaults to ``<section>-<dt>`` so a rerun of the s
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import shutil
@@ -90,19 +89,21 @@ def make_context(
 
 
 def stage_done(ctx: ChainContext, stage: str) -> dict[str, Any] | None:
-    path = ctx.stage_dir(stage) / "stage.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    """The stage's marker, or None: not run, or unreadable (moved aside, see :mod:`qp_core.training.state`)."""
+    from qp_core.training.state import read_json_marker
+
+    return read_json_marker(ctx.stage_dir(stage) / "stage.json")
 
 
 def mark_done(ctx: ChainContext, stage: str, info: dict[str, Any]) -> dict[str, Any]:
-    d = ctx.stage_dir(stage)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / "stage.json"
-    existing = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    """Merge ``info`` into the stage's marker, written atomically (a kill never leaves half a marker)."""
+    from qp_core.training.state import write_json_atomic
+
+    existing = stage_done(ctx, stage) or {}
     existing.update(info)
     existing.setdefault("stage", stage)
     existing["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    path.write_text(json.dumps(existing, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    write_json_atomic(ctx.stage_dir(stage) / "stage.json", existing)
     return existing
 
 
@@ -124,10 +125,19 @@ def ensure_world() -> None:
 
 
 def training_annotations(ctx: ChainContext) -> list[dict[str, Any]]:
-    """Unified annotations, golden queries excluded (defensive: the world keeps them disjoint already)."""
-    from qp_core.normalize import normalize_query
-    from qp_core.training.data import annotation_rows, read_dataset
+    """The model's training annotations: unified annotations minus golden queries minus the dev split."""
+    from qp_core.training.data import annotation_splits
 
-    rows = annotation_rows()
-    golden = {normalize_query(r["query"]) for r in read_dataset(GOLDEN, columns=["query"])}
-    return [r for r in rows if normalize_query(r["query"]) not in golden]
+    return annotation_splits(ctx.settings.eval.dev_fraction)[0]
+
+
+def dev_annotations(ctx: ChainContext) -> list[dict[str, Any]]:
+    """The reserved dev split (one row per query, never trained on): what the promotion gate and the choice
+    of the promoted stage read; golden is for the report only."""
+    import random
+
+    from qp_core.training.data import annotation_splits
+
+    dev = annotation_splits(ctx.settings.eval.dev_fraction)[1]
+    limit = ctx.settings.eval.dev_limit
+    return random.Random(ctx.settings.seed).sample(dev, limit) if 0 < limit < len(dev) else dev

@@ -38,32 +38,43 @@ class StageResult:
 
 
 def load_stage_result(out_dir: str | Path) -> StageResult | None:
-    """The result of a finished stage in ``out_dir``, or None (not run, or interrupted)."""
-    path = Path(out_dir) / DONE_FILE
-    if not path.exists():
+    """The result of a finished stage in ``out_dir``, or None (not run, interrupted, or an unreadable marker)."""
+    from qp_core.training.state import read_json_marker
+
+    meta = read_json_marker(Path(out_dir) / DONE_FILE)
+    if meta is None or "model_dir" not in meta:
         return None
-    meta = json.loads(path.read_text(encoding="utf-8"))
     hist_path = Path(out_dir) / "log_history.json"
-    history = json.loads(hist_path.read_text(encoding="utf-8")) if hist_path.exists() else []
+    try:
+        history = json.loads(hist_path.read_text(encoding="utf-8")) if hist_path.exists() else []
+    except ValueError:
+        history = []
     return StageResult(Path(meta["model_dir"]), history, float(meta.get("wall_s", 0.0)), meta.get("extra", {}))
 
 
 def write_stage_result(out_dir: str | Path, result: StageResult) -> None:
+    """Log history first, then the marker (atomically): the marker is what says the stage is done."""
+    from qp_core.training.state import write_json_atomic
+
     out = Path(out_dir)
-    (out / "log_history.json").write_text(json.dumps(result.log_history, indent=1), encoding="utf-8")
-    (out / DONE_FILE).write_text(
-        json.dumps({"model_dir": str(result.model_dir), "wall_s": result.wall_s, "extra": result.extra}, indent=1),
-        encoding="utf-8",
-    )
+    write_json_atomic(out / "log_history.json", result.log_history)
+    write_json_atomic(out / DONE_FILE, {"model_dir": str(result.model_dir), "wall_s": result.wall_s,
+                                        "extra": result.extra})
 
 
 def latest_checkpoint(out_dir: str | Path) -> str | None:
-    cks = sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    return str(cks[-1]) if cks else None
+    """The newest *complete* checkpoint (``state.latest_complete_checkpoint``): resume never picks a half-written one."""
+    from qp_core.training.state import latest_complete_checkpoint
+
+    return latest_complete_checkpoint(out_dir)
 
 
 def setup_torch(threads: int) -> None:
-    """Thread count before any work (DESIGN §5: thread settings dominate CPU speed on 2 cores)."""
+    """Thread count before any work (DESIGN §5: thread settings dominate CPU speed on 2 cores).
+
+    ``threads`` > 0 pins that many (the per-section value measured fastest on this machine); 0 leaves
+    torch's default, one thread per core of whatever machine runs the stage.
+    """
     import torch
 
     if threads > 0:
@@ -100,6 +111,9 @@ def sft_config(out_dir: str | Path, st: SFTStageSettings, *, bf16: bool, seed: i
         dataset_num_proc=None,
         disable_tqdm=True,
         eos_token=None,
+        # TRL 1.x turns gradient checkpointing on by default: for a model that fits many times over it only
+        # recomputes activations in the backward pass; on for the large profiles only (conf/training.yaml)
+        gradient_checkpointing=st.gradient_checkpointing,
     )
 
 
