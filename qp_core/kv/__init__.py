@@ -10,9 +10,10 @@ connect to anything.
 """
 
 from qp_core.kv.admin import Activation, KVAdmin, KVError
-from qp_core.kv.client import QPClient
+from qp_core.kv.client import KVReadError, QPClient
 from qp_core.kv.layout import KV_FORMAT_VERSION, Keys, decode_value, encode_value, namespace_for
-from qp_core.kv.publisher import KVPublisher, PublishReport, check_row
+from qp_core.kv.publisher import KVPublisher, PublishReport
+from qp_core.kv.rows import check_row
 from qp_core.kv.settings import (
     KVConfigError,
     KVSettings,
@@ -24,7 +25,7 @@ from qp_core.kv.settings import (
 )
 
 __all__ = [
-    "KV_FORMAT_VERSION", "Activation", "KVAdmin", "KVConfigError", "KVError", "KVPublisher", "KVSettings", "Keys",
+    "KV_FORMAT_VERSION", "Activation", "KVReadError", "KVAdmin", "KVConfigError", "KVError", "KVPublisher", "KVSettings", "Keys",
     "PublishReport", "QPClient", "check_row", "connect", "decode_value", "encode_value", "load_kv_settings",
     "namespace_for", "resolve_url", "url_for_airflow_task", "url_from_airflow_conn",
 ]
