@@ -17,6 +17,7 @@ from qp_core import paths
 from qp_core.kv.layout import namespace_for
 from qp_core.kv.manifest import update_manifest
 from qp_core.kv.publisher import KVPublisher, PublishReport
+from qp_core.kv.rows import partition_prevalidated
 from qp_core.kv.settings import KVSettings, load_kv_settings
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ def publish_day(
     if ns is None:
         raise PublishRefused(f"dt={dt} has no rows and no --namespace was given")
     publisher = KVPublisher(url, settings=settings)
-    report = publisher.publish(rows, ns, dt)
+    # rows the validate step checked and nobody touched since are not checked a second time
+    prevalidated = partition_prevalidated(paths.partition(RESULTS_DATASET, dt), quality)
+    report = publisher.publish(rows, ns, dt, prevalidated=prevalidated)
     manifest_rows = update_manifest(ns, report.published, dt)
     activation = None
     do_activate = settings.activate_after_publish if activate is None else activate
