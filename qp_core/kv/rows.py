@@ -81,14 +81,14 @@ def _strings(value: Any):
 
 def check_result(result: dict[str, Any], query_norm: str) -> str | None:
     """None if ``result`` is a valid, strictly typed answer for ``query_norm``; else the reason."""
+    if any(_BAD_CHARS.search(s) for s in _strings(result)):
+        return "control characters"
     try:
         QPResult.model_validate(result, strict=True)  # int weights (no bool/float/str), str texts
     except ValidationError:
         return "result_json invalid"
     if any(len(result[k]) > MAX_LIST_ITEMS for k in ("entities", "segments", "weights", "category")):
         return "too large"
-    if any(_BAD_CHARS.search(s) for s in _strings(result)):
-        return "control characters"
     if validation_errors(result, query_norm):
         return "result_json invalid"
     return None
