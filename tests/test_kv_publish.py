@@ -67,6 +67,18 @@ def test_prevalidated_rows_write_the_same_bytes_and_exact_key_count(clean_redis)
     assert pub.admin.meta("nsA")["key_count"] == str(len(QUERIES) + 1)
 
 
+def test_prevalidated_encoding_is_byte_identical_to_the_spec_encoder():
+    from qp_core.kv.layout import encode_value
+    from qp_core.kv.publisher import encode_checked
+    from qp_core.schema import dump_unified
+
+    result = {"entities": [{"text": 'a"b', "type": "brand"}], "segments": ['a"b\\c', "中文"], "weights": [1, 0],
+              "category": ["美妆/彩妆"], "intent_desc": 'say "hi" \\ 中文'}
+    for q in ['a"b\\c 中文', "plain", "emoji 😀 q"]:
+        assert encode_checked(dump_unified(result), q, "fallback", "2026-11-01") == \
+            encode_value(result, q, "fallback", "2026-11-01")
+
+
 def test_parallel_workers_write_what_one_process_writes(clean_redis):
     rows = make_rows(QUERIES, "A")
     one = KVPublisher(clean_redis, settings=settings(batch_size=7))

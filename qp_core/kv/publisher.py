@@ -33,6 +33,8 @@ from qp_core.kv.rows import check_row
 from qp_core.kv.settings import KVSettings, connect, resolve_url
 from qp_core.schema import SCHEMA_VERSION
 
+_encode_str = json.encoder.encode_basestring
+
 logger = logging.getLogger(__name__)
 
 VERSION_FIELDS = ("model_version", "rules_version", "prompt_version")
@@ -65,9 +67,10 @@ class PublishReport:
 
 
 def encode_checked(result_json: str, query_norm: str, src: str, dt: str) -> str:
-    """``layout.encode_value`` of a canonical ``result_json`` without parsing it: same bytes, ~10x cheaper."""
-    return (f'{result_json[:-1]},"q":{json.dumps(query_norm, ensure_ascii=False)},"src":"{src}",'
-            f'"dt":"{dt}","v":{SCHEMA_VERSION}}}')
+    """``layout.encode_value`` of a canonical ``result_json`` without parsing it: the same bytes, ~10x cheaper
+    (``encode_basestring`` is the C string encoder ``json.dumps(..., ensure_ascii=False)`` ends in)."""
+    return f'{result_json[:-1]},"q":{_encode_str(query_norm)},"src":"{src}","dt":"{dt}","v":{SCHEMA_VERSION}}}'
+
 
 
 @dataclass
@@ -104,6 +107,7 @@ def write_batch(r, pairs: list[tuple[str, str]], exat: int | None) -> int:
     """SET every pair (``EXAT exat`` when the namespace is retired); returns how many keys were new."""
     if not pairs:
         return 0
+    pairs = list(dict(pairs).items())  # a key twice in one batch: the last value wins and counts once
     extra = ("EXAT", exat) if exat else ()
     keys = [k for k, _ in pairs]
     if hasattr(r, "get_nodes"):  # RedisCluster: its pipeline routes by slot and follows MOVED/ASK
@@ -117,11 +121,17 @@ def write_batch(r, pairs: list[tuple[str, str]], exat: int | None) -> int:
             pipe.execute_command("SET", k, v, *extra)
         replies = pipe.execute()
         return len(keys) - sum(replies[:len(by_slot)])
+    # standalone: EXISTS + one MSET (or SETs with EXAT), packed by hiredis, on one pooled connection
+    commands = [("EXISTS", *keys)]
+    if exat:
+        commands += [("SET", k, v, *extra) for k, v in pairs]
+    else:
+        commands.append(("MSET", *[x for pair in pairs for x in pair]))
     conn = r.connection_pool.get_connection()
     try:
-        conn.send_packed_command(conn.pack_commands([("EXISTS", *keys)] + [("SET", k, v, *extra) for k, v in pairs]))
+        conn.send_packed_command(conn.pack_commands(commands))
         existed = conn.read_response()
-        for _ in pairs:
+        for _ in commands[1:]:
             conn.read_response()
     except BaseException:
         conn.disconnect()  # unread replies must not reach the next user of this connection
@@ -195,7 +205,9 @@ class KVPublisher:
         if workers > 1:
             import multiprocessing
 
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+            # fork where there is one (a worker starts in ms; each opens its own connection in _worker_init)
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
                                        initializer=_worker_init,
                                        initargs=(resolve_url(self.url, self.settings), self.settings))
             results: Iterable[_Chunk] = pool.map(_worker_publish, args)
