@@ -1,7 +1,7 @@
 """ACL users of the KV store: a read-only reader for online services and a writer for the pipeline.
 
 The rules are data, so the tests create exactly these users on real servers and
-``docker/docker-compose.yml`` (checked by ``tests/test_kv.py``) configures the same ones. Neither user
+``docker/docker-compose.yml`` (checked by ``tests/test_kv_deploy.py``) configures the same ones. Neither user
 can run dangerous commands (FLUSHALL, KEYS, CONFIG, DEBUG...). The reader's key permission is
 ``%R~`` (read only): even a write command it somehow got could not touch a key. Both may run the
 few commands a client library needs to connect (HELLO, AUTH, CLIENT SETINFO, COMMAND) and to learn
