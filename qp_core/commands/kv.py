@@ -29,11 +29,11 @@ def get(
     """Print the stored result JSON for QUERY from the active namespace; exit 1 on a miss."""
     import redis
 
-    from qp_core.kv import KVConfigError, QPClient
+    from qp_core.kv import KVConfigError, KVReadError, QPClient
 
-    try:
-        result = QPClient(url).get(query)
-    except (KVConfigError, redis.RedisError) as exc:
+    try:  # strict: an operator wants the error, not the service's silent None
+        result = QPClient(url, strict=True).get(query)
+    except (KVConfigError, KVReadError, redis.RedisError) as exc:
         raise _fail(exc) from exc
     if result is None:
         typer.echo("miss", err=True)
