@@ -6,10 +6,10 @@ Without ``--url`` it starts a private server (``qp_core.redis_server``: valkey-e
 dir and stops it after. The anchors run against the same server in the same run, so every figure is a
 ratio that machine load cannot fake:
 
-* publish -> ``redis-benchmark -P 1000 -c 1 -t set -d <mean value bytes>`` (measured before AND after our
-  publishes; the mean of the two is the anchor). Our variants: rows checked here (``check_row``), rows
-  prevalidated by the validate step (new keys, then a refresh), and prevalidated with ``--workers``
-  processes;
+* publish -> ``redis-benchmark -P 1000 -c 1 -t set -d <mean value bytes>``, interleaved with our
+  publish of rows prevalidated by the validate step (anchor, ours, anchor, ... ``--rounds`` times, then a
+  last anchor; medians), the headline ratio. Also reported: rows checked here (``check_row``), a refresh
+  (keys exist), and ``--workers`` processes;
 * mget -> ``redis-benchmark -c 1 MGET <the same 50 keys>`` p50/p99, plus a raw redis-py MGET of 50
   precomputed keys (what a hand-written client would pay); ``QPClient`` normalises, hashes, checks the
   pointer and decodes JSON on top, in one round trip.
@@ -114,8 +114,15 @@ def _drop_prefix(raw) -> None:
         raw.delete(*keys[i:i + 1000])
 
 
+def synthetic_value(row: dict[str, Any]) -> str:
+    """The stored value of one synthetic row (its size is the anchor's ``-d``)."""
+    from qp_core.kv.publisher import encode_checked
+
+    return encode_checked(row["result_json"], row["query_norm"], row["src"], "2026-11-01")
+
+
 def run(url: str | None, keys: int, iters: int, batch: int, workers: int = 2,
-        use_redis_benchmark: bool = True) -> dict[str, Any]:
+        use_redis_benchmark: bool = True, rounds: int = 3) -> dict[str, Any]:
     import redis
 
     from qp_core import redis_server
@@ -129,7 +136,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, workers: int = 2,
     # a prefix of its own: the benchmark never touches the real pointer or namespaces of a shared server
     settings = KVSettings(batch_size=batch, prefix=BENCH_PREFIX)
     own_server = tmp is not None
-    out: dict[str, Any] = {"keys": keys, "batch_size": batch, "iters": iters, "workers": workers,
+    out: dict[str, Any] = {"keys": keys, "batch_size": batch, "iters": iters, "workers": workers, "rounds": rounds,
                            "url": url, "cpus": os.cpu_count()}
     try:
         raw = redis.Redis.from_url(url, decode_responses=True)
@@ -141,41 +148,44 @@ def run(url: str | None, keys: int, iters: int, batch: int, workers: int = 2,
         pub = KVPublisher(url, settings=settings)
         runs = {
             "checked_new": pub.publish(rows, "nchecked", "2026-11-01", workers=1),
-            "prevalidated_new": pub.publish(rows, "nfast", "2026-11-01", prevalidated=True, workers=1),
-            "prevalidated_refresh": pub.publish(rows, "nfast", "2026-11-01", prevalidated=True, workers=1),
+            "prevalidated_refresh": None,
         }
         if workers > 1:
             runs[f"prevalidated_new_{workers}_workers"] = pub.publish(rows, "nworkers", "2026-11-01",
                                                                       prevalidated=True, workers=workers)
-        value_bytes = int(statistics.fmean(len(v.encode()) for v in (raw.get(k) for k in
-                                                                      list(raw.scan_iter(f"{BENCH_PREFIX}:nfast:*", count=1000))[:1000])))
+        # the headline pair, interleaved: anchor, ours, anchor, ours, ..., anchor (medians of each)
+        value_bytes = round(statistics.fmean(len(synthetic_value(r).encode()) for r in rows))
+        set_args = ["-t", "set", "-P", "1000", "-c", "1", "-n", str(max(keys, 200_000)), "-d", str(value_bytes),
+                    "-r", "1000000"]
+        anchor_on = use_redis_benchmark and own_server  # redis-benchmark SET writes its own key:* keys
+        anchors: list[dict[str, Any]] = []
+        ours = []
+        for i in range(rounds):
+            if anchor_on and (a := redis_benchmark(port, set_args)):
+                anchors.append(a)
+            ours.append(pub.publish(rows, f"nfast{i}", "2026-11-01", prevalidated=True, workers=1))
+        if anchor_on and (a := redis_benchmark(port, set_args)):
+            anchors.append(a)
+        runs["prevalidated_refresh"] = pub.publish(rows, "nfast0", "2026-11-01", prevalidated=True, workers=1)
         publish: dict[str, Any] = {name: {"keys_per_s": round(r.keys_per_s), "written": r.written, "new": r.new_keys}
                                    for name, r in runs.items()}
-        publish["value_bytes_mean"] = value_bytes
-        anchors = []
-        if use_redis_benchmark and own_server:  # redis-benchmark SET writes its own key:* keys
-            set_args = ["-t", "set", "-P", "1000", "-c", "1", "-n", str(max(keys, 200_000)), "-d", str(value_bytes),
-                        "-r", "1000000"]
-            anchors = [a for a in (redis_benchmark(port, set_args),) if a]
-            # second anchor after ours: the two bracket our runs in time
-            again = pub.publish(rows, "nfast2", "2026-11-01", prevalidated=True, workers=1)
-            publish["prevalidated_new_after_anchor"] = {"keys_per_s": round(again.keys_per_s), "written": again.written,
-                                                        "new": again.new_keys}
-            anchors += [a for a in (redis_benchmark(port, set_args),) if a]
+        publish["prevalidated_new"] = {"keys_per_s": round(statistics.median(r.keys_per_s for r in ours)),
+                                       "runs": [round(r.keys_per_s) for r in ours], "written": ours[0].written,
+                                       "new": ours[0].new_keys}
+        publish["value_bytes"] = value_bytes
         if anchors:
-            anchor = statistics.fmean(a["rps"] for a in anchors)
+            anchor = statistics.median(a["rps"] for a in anchors)
             publish["anchor_redis_benchmark_set"] = {"cmd": anchors[0]["cmd"], "rps_runs": [a["rps"] for a in anchors],
-                                                     "rps_mean": round(anchor)}
-            best = max(v["keys_per_s"] for v in publish.values() if isinstance(v, dict) and "keys_per_s" in v)
-            publish["ratio_best_vs_anchor"] = round(best / anchor, 3)
-            publish["ratio_prevalidated_1_process_vs_anchor"] = round(publish["prevalidated_new"]["keys_per_s"] / anchor, 3)
+                                                     "rps_median": round(anchor)}
+            publish["ratio_prevalidated_vs_anchor"] = round(publish["prevalidated_new"]["keys_per_s"] / anchor, 3)
+            publish["ratio_checked_vs_anchor"] = round(publish["checked_new"]["keys_per_s"] / anchor, 3)
         out["publish"] = publish
         # ---- mget of 50 keys ----------------------------------------------------------------------
-        pub.activate("nfast", force=True)
+        pub.activate("nfast0", force=True)
         client = QPClient(url, settings=settings)
         rng = random.Random(1)
         sample_queries = [[r["query_norm"] for r in rng.sample(rows, MGET_KEYS)] for _ in range(64)]
-        sample_keys = [[client.keys.result("nfast", query_key(q)) for q in qs] for qs in sample_queries]
+        sample_keys = [[client.keys.result("nfast0", query_key(q)) for q in qs] for qs in sample_queries]
         assert all(v is not None for v in client.mget(sample_queries[0])), "benchmark keys must hit"
         mget = time_interleaved({
             "qpclient": lambda i: client.mget(sample_queries[i % 64]),
@@ -204,23 +214,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--iters", type=int, default=2_000)
     p.add_argument("--batch", type=int, default=1_000)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved (anchor, publish) rounds; medians reported")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args(argv)
-    out = run(args.url, args.keys, args.iters, args.batch, args.workers)
+    out = run(args.url, args.keys, args.iters, args.batch, args.workers, rounds=args.rounds)
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return out
     pubr, m = out["publish"], out["mget50"]
-    print(f"{out['server']}  keys={out['keys']} batch={out['batch_size']} value≈{pubr['value_bytes_mean']}B"
+    print(f"{out['server']}  keys={out['keys']} batch={out['batch_size']} value={pubr['value_bytes']}B"
           f"  cpus={out['cpus']} load avg 1m at start={out['load_avg_1m']}")
     for name, v in pubr.items():
         if isinstance(v, dict) and "keys_per_s" in v:
             print(f"  publish {name:36s} {v['keys_per_s']:>10,} keys/s")
     if "anchor_redis_benchmark_set" in pubr:
         a = pubr["anchor_redis_benchmark_set"]
-        print(f"  anchor  {a['cmd']}: {a['rps_mean']:,} SET/s (runs {a['rps_runs']})")
-        print(f"  ratio best/anchor {pubr['ratio_best_vs_anchor']}, one process prevalidated/anchor "
-              f"{pubr['ratio_prevalidated_1_process_vs_anchor']}")
+        print(f"  anchor  {a['cmd']}: median {a['rps_median']:,} SET/s (runs {a['rps_runs']})")
+        print(f"  ratio prevalidated/anchor {pubr['ratio_prevalidated_vs_anchor']}, "
+              f"checked/anchor {pubr['ratio_checked_vs_anchor']}")
     print(f"mget {MGET_KEYS} keys, {out['iters']} iters (ms):")
     for name in ("qpclient", "baseline_redis_py_mget"):
         v = m[name]

@@ -103,52 +103,58 @@ def _prepare(rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, preva
     return pairs
 
 
-def write_batch(r, pairs: list[tuple[str, str]], exat: int | None) -> int:
-    """SET every pair (``EXAT exat`` when the namespace is retired); returns how many keys were new."""
-    if not pairs:
-        return 0
-    pairs = list(dict(pairs).items())  # a key twice in one batch: the last value wins and counts once
-    extra = ("EXAT", exat) if exat else ()
-    keys = [k for k, _ in pairs]
-    if hasattr(r, "get_nodes"):  # RedisCluster: its pipeline routes by slot and follows MOVED/ASK
-        by_slot: dict[int, list[str]] = {}
-        for k in keys:
-            by_slot.setdefault(r.keyslot(k), []).append(k)
-        pipe = r.pipeline(transaction=False)
-        for group in by_slot.values():
-            pipe.exists(*group)
-        for k, v in pairs:
-            pipe.execute_command("SET", k, v, *extra)
-        replies = pipe.execute()
-        return len(keys) - sum(replies[:len(by_slot)])
-    # standalone: EXISTS + one MSET (or SETs with EXAT), packed by hiredis, on one pooled connection
-    commands = [("EXISTS", *keys)]
-    if exat:
-        commands += [("SET", k, v, *extra) for k, v in pairs]
-    else:
-        commands.append(("MSET", *[x for pair in pairs for x in pair]))
-    conn = r.connection_pool.get_connection()
-    try:
-        conn.send_packed_command(conn.pack_commands(commands))
-        existed = conn.read_response()
-        for _ in commands[1:]:
-            conn.read_response()
-    except BaseException:
-        conn.disconnect()  # unread replies must not reach the next user of this connection
-        raise
-    finally:
-        r.connection_pool.release(conn)
-    return len(keys) - int(existed)
+def _cluster_batch(r, pairs: list[tuple[str, str]], extra: tuple) -> int:
+    """RedisCluster: its pipeline routes by slot and follows MOVED/ASK; one EXISTS per slot counts new keys."""
+    by_slot: dict[int, list[str]] = {}
+    for k, _ in pairs:
+        by_slot.setdefault(r.keyslot(k), []).append(k)
+    pipe = r.pipeline(transaction=False)
+    for group in by_slot.values():
+        pipe.exists(*group)
+    for k, v in pairs:
+        pipe.execute_command("SET", k, v, *extra)
+    replies = pipe.execute()
+    return len(pairs) - sum(replies[:len(by_slot)])
 
 
 def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, exat: int | None,
                   prevalidated: bool, batch_size: int) -> _Chunk:
+    """Check/encode and write ``rows`` in batches of ``batch_size``; returns counts (runs in a worker too).
+
+    Standalone: each batch is ``EXISTS k1..kn`` + one ``MSET`` (``SET .. EXAT`` per key for a retired
+    namespace), sent as soon as it is encoded and its replies read only after the last batch, so the
+    server stores batch i while this process encodes batch i+1 (the server buffers the few replies).
+    """
     out = _Chunk()
-    pairs = _prepare(rows, prefix, ns, dt, prevalidated, out)
-    for i in range(0, len(pairs), batch_size):
-        batch = pairs[i:i + batch_size]
-        out.new += write_batch(r, batch, exat)
-        out.written += len(batch)
+    extra = ("EXAT", exat) if exat else ()
+    cluster = hasattr(r, "get_nodes")
+    conn = None if cluster else r.connection_pool.get_connection()
+    in_flight: list[tuple[int, int]] = []  # (distinct keys, write replies) per batch sent
+    try:
+        for i in range(0, len(rows), batch_size):
+            pairs = _prepare(rows[i:i + batch_size], prefix, ns, dt, prevalidated, out)
+            out.written += len(pairs)
+            pairs = list(dict(pairs).items())  # a key twice in one batch: the last value wins, counts once
+            if not pairs:
+                continue
+            if cluster:
+                out.new += _cluster_batch(r, pairs, extra)
+                continue
+            writes = [("SET", k, v, *extra) for k, v in pairs] if exat else \
+                [("MSET", *[x for pair in pairs for x in pair])]
+            conn.send_packed_command(conn.pack_commands([("EXISTS", *(k for k, _ in pairs))] + writes))
+            in_flight.append((len(pairs), len(writes)))
+        for distinct, writes in in_flight:
+            out.new += distinct - int(conn.read_response())
+            for _ in range(writes):
+                conn.read_response()
+    except BaseException:
+        if conn is not None:
+            conn.disconnect()  # unread replies must not reach the next user of this connection
+        raise
+    finally:
+        if conn is not None:
+            r.connection_pool.release(conn)
     return out
 
 
