@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
 
+import hiredis
+
 from qp_core.kv.admin import Activation, KVAdmin, utc_now
 from qp_core.kv.layout import check_namespace
 from qp_core.kv.rows import check_row
@@ -83,24 +85,33 @@ class _Chunk:
     versions_from_model: bool = False
 
 
+def _note_versions(rows: list[Mapping[str, Any]], out: _Chunk) -> None:
+    for row in rows:  # the versions of the first model row (else of the first row that has any)
+        if out.versions_from_model:
+            return
+        if row.get("model_version"):
+            out.versions = {k: str(row[k]) for k in VERSION_FIELDS if row.get(k)}
+            out.versions_from_model = (row.get("src") or "model") == "model"
+
+
 def _prepare(rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, prevalidated: bool,
              out: _Chunk) -> list[tuple[str, str]]:
-    pairs = []
-    for row in rows:
-        if prevalidated:
-            qkey, qnorm, raw, src = row["query_key"], row["query_norm"], row["result_json"], row.get("src") or "model"
-        else:
+    """(key, value) per publishable row; rejected rows are counted in ``out.reasons``."""
+    if prevalidated:
+        accepted, good = rows, rows
+    else:
+        accepted, good = [], []
+        for row in rows:
             checked = check_row(row)
             if isinstance(checked, str):
                 out.reasons[checked] += 1
-                continue
-            qkey, qnorm, raw, src = checked
-        if not out.versions_from_model and row.get("model_version"):  # prefer a model row's versions
-            out.versions = {k: str(row[k]) for k in VERSION_FIELDS if row.get(k)}
-            out.versions_from_model = src == "model"
-        pairs.append((f"{prefix}:{ns}:{qkey}", encode_checked(raw, qnorm, src, dt)))
-        out.published.append((qkey, qnorm))
-    return pairs
+            else:
+                accepted.append(row)
+                good.append(checked._asdict())  # canonical result_json, recomputed key, src
+    _note_versions(accepted, out)
+    out.published.extend((row["query_key"], row["query_norm"]) for row in good)
+    return [(f"{prefix}:{ns}:{row['query_key']}",
+             encode_checked(row["result_json"], row["query_norm"], row.get("src") or "model", dt)) for row in good]
 
 
 def _cluster_batch(r, pairs: list[tuple[str, str]], extra: tuple) -> int:
@@ -142,7 +153,8 @@ def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: st
                 continue
             writes = [("SET", k, v, *extra) for k, v in pairs] if exat else \
                 [("MSET", *[x for pair in pairs for x in pair])]
-            conn.send_packed_command(conn.pack_commands([("EXISTS", *(k for k, _ in pairs))] + writes))
+            # hiredis packs in C (redis-py's packer would call it too, after a Python pass over every argument)
+            conn.send_packed_command([hiredis.pack_command(c) for c in [("EXISTS", *(k for k, _ in pairs)), *writes]])
             in_flight.append((len(pairs), len(writes)))
         for distinct, writes in in_flight:
             out.new += distinct - int(conn.read_response())
