@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import hiredis
@@ -110,8 +110,11 @@ def _prepare(rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, preva
                 good.append(checked._asdict())  # canonical result_json, recomputed key, src
     _note_versions(accepted, out)
     out.published.extend((row["query_key"], row["query_norm"]) for row in good)
-    return [(f"{prefix}:{ns}:{row['query_key']}",
-             encode_checked(row["result_json"], row["query_norm"], row.get("src") or "model", dt)) for row in good]
+    head, tail = f"{prefix}:{ns}:", f'","dt":"{dt}","v":{SCHEMA_VERSION}}}'
+    # encode_checked inlined (this loop is the publisher's hot path)
+    return [(head + row["query_key"],
+             f'{row["result_json"][:-1]},"q":{_encode_str(row["query_norm"])},"src":"{row.get("src") or "model"}{tail}')
+            for row in good]
 
 
 def _cluster_batch(r, pairs: list[tuple[str, str]], extra: tuple) -> int:
@@ -145,16 +148,18 @@ def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: st
         for i in range(0, len(rows), batch_size):
             pairs = _prepare(rows[i:i + batch_size], prefix, ns, dt, prevalidated, out)
             out.written += len(pairs)
-            pairs = list(dict(pairs).items())  # a key twice in one batch: the last value wins, counts once
+            unique = dict(pairs)  # a key twice in one batch: the last value wins, counts once
+            if len(unique) != len(pairs):
+                pairs = list(unique.items())
             if not pairs:
                 continue
             if cluster:
                 out.new += _cluster_batch(r, pairs, extra)
                 continue
             writes = [("SET", k, v, *extra) for k, v in pairs] if exat else \
-                [("MSET", *[x for pair in pairs for x in pair])]
+                [("MSET", *chain.from_iterable(pairs))]
             # hiredis packs in C (redis-py's packer would call it too, after a Python pass over every argument)
-            conn.send_packed_command([hiredis.pack_command(c) for c in [("EXISTS", *(k for k, _ in pairs)), *writes]])
+            conn.send_packed_command([hiredis.pack_command(c) for c in [("EXISTS", *unique), *writes]])
             in_flight.append((len(pairs), len(writes)))
         for distinct, writes in in_flight:
             out.new += distinct - int(conn.read_response())
