@@ -17,6 +17,7 @@ MOVED/ASK handling) and new keys are counted with one EXISTS per slot.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -237,7 +238,9 @@ class KVPublisher:
         else:
             pool = None
             results = (_publish_rows(self.r, *a) for a in args)
-        try:
+        gc_was_on = gc.isenabled()
+        gc.disable()  # the loop allocates millions of short-lived tuples and no cycles: a full collection
+        try:          # would rescan every row held by the caller, again and again (measured: ~1/3 of the time)
             for part in results:
                 report.rows += part.written + sum(part.reasons.values())
                 report.written += part.written
@@ -247,6 +250,8 @@ class KVPublisher:
                 if not versions_from_model and part.versions:
                     versions, versions_from_model = part.versions, part.versions_from_model
         finally:
+            if gc_was_on:
+                gc.enable()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         report.refreshed = report.written - report.new_keys
