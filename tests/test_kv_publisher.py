@@ -10,7 +10,7 @@ import pytest
 from qp_core.kv import KVPublisher
 from qp_core.kv.rows import check_row, partition_prevalidated, partition_stamp
 from qp_core.normalize import compact, normalize_query, query_key
-from tests.test_kv import QUERIES, all_values, make_result, make_rows, settings
+from tests.test_kv_store import QUERIES, all_values, make_result, make_rows, settings
 
 pytestmark = pytest.mark.redis
 
@@ -111,7 +111,7 @@ def test_validate_step_refuses_what_the_publisher_refuses():
     """An output the parser and the schema accept but the shared row check refuses (here: more segments than
     the size cap) is not passed by the validate step either: it falls back, so publish never refuses it."""
     from qp_core.kv.rows import MAX_LIST_ITEMS
-    from qp_core.validate import validate_rows
+    from qp_core.nearline.validate import validate_rows
 
     def gen(q: str) -> dict:
         segs = list(compact(q))

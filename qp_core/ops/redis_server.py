@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qp_core.paths import qp_home
+from qp_core.ops.process import free_port
+from qp_core.paths import qp_home, redis_url_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def default_run_dir() -> Path:
 
 def url_file() -> Path:
     """``$QP_HOME/run/redis.url``: where the demo server's URL is recorded for later commands."""
-    return qp_home() / "run" / "redis.url"
+    return redis_url_file()
 
 
 def _bundled_valkey() -> str | None:
@@ -103,12 +104,6 @@ def _has_tls(binary: str) -> bool:
 def benchmark_binary() -> str | None:
     """``valkey-benchmark`` or ``redis-benchmark`` (apt redis-tools) on PATH, for the KV benchmark's anchors."""
     return shutil.which("valkey-benchmark") or shutil.which("redis-benchmark")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ping(url: str, timeout: float = 0.5) -> bool:
