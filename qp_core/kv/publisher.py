@@ -21,8 +21,8 @@ import gc
 import json
 import logging
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
@@ -133,7 +133,7 @@ def _cluster_batch(r, pairs: list[tuple[str, str]], extra: tuple) -> int:
 
 
 def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, exat: int | None,
-                  prevalidated: bool, batch_size: int) -> _Chunk:
+                  prevalidated: bool, batch_size: int, fence: Callable[[], None] | None = None) -> _Chunk:
     """Check/encode and write ``rows`` in batches of ``batch_size``; returns counts (runs in a worker too).
 
     Standalone: each batch is ``EXISTS k1..kn`` + one ``MSET`` (``SET .. EXAT`` per key for a retired
@@ -154,6 +154,8 @@ def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: st
                 pairs = list(unique.items())
             if not pairs:
                 continue
+            if fence is not None:
+                fence()
             if cluster:
                 out.new += _cluster_batch(r, pairs, extra)
                 continue
@@ -188,6 +190,20 @@ def _worker_publish(args: tuple) -> _Chunk:
     return _publish_rows(_WORKER_REDIS, *args)
 
 
+def _fenced_map(pool: ProcessPoolExecutor, args: Iterator[tuple], fence: Callable[[], None] | None,
+                window: int) -> Iterator[_Chunk]:
+    """Results in order, at most ``window`` chunks in flight, ``fence`` before each chunk is handed out."""
+    pending: deque = deque()
+    for a in args:
+        if fence is not None:
+            fence()
+        pending.append(pool.submit(_worker_publish, a))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _chunks(records: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
     it = iter(records)
     while chunk := list(islice(it, size)):
@@ -205,14 +221,17 @@ class KVPublisher:
         self.keys = self.admin.keys
 
     def publish(self, records: Iterable[Mapping[str, Any]], ns: str, dt: str,
-                meta: Mapping[str, Any] | None = None, *, prevalidated: bool = False,
-                workers: int | None = None) -> PublishReport:
+                meta: Mapping[str, Any] | None = None, fence: Callable[[], None] | None = None, *,
+                prevalidated: bool = False, workers: int | None = None) -> PublishReport:
         """Write every valid record under ``ns`` (add or refresh); reject and count the rest.
 
         Idempotent: the same records and ``dt`` write the same bytes, and ``key_count`` grows only by keys
         that did not exist before their batch. Writing into a retired namespace keeps its expiry.
         ``prevalidated=True`` skips :func:`check_row` (only for rows proven to have passed it);
         ``workers`` (default ``publish_workers``) > 1 spreads batches over that many processes.
+        ``fence`` (e.g. a lease's ``renew``) runs before every batch is sent (before every chunk of
+        ``10 * batch_size`` rows with workers) and before the metadata update; it raises to stop a
+        publisher that lost its lease.
         """
         check_namespace(ns)
         start = time.perf_counter()
@@ -226,6 +245,7 @@ class KVPublisher:
         chunk_rows = self.settings.batch_size * 10
         args = ((chunk, self.keys.prefix, ns, str(dt), exat, prevalidated, self.settings.batch_size)
                 for chunk in _chunks(records, chunk_rows))
+        results: Iterable[_Chunk]
         if workers > 1:
             import multiprocessing
 
@@ -234,10 +254,10 @@ class KVPublisher:
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
                                        initializer=_worker_init,
                                        initargs=(resolve_url(self.url, self.settings), self.settings))
-            results: Iterable[_Chunk] = pool.map(_worker_publish, args)
+            results = _fenced_map(pool, args, fence, window=2 * workers)
         else:
             pool = None
-            results = (_publish_rows(self.r, *a) for a in args)
+            results = (_publish_rows(self.r, *a, fence=fence) for a in args)
         gc_was_on = gc.isenabled()
         gc.disable()  # the loop allocates millions of short-lived tuples and no cycles: a full collection
         try:          # would rescan every row held by the caller, again and again (measured: ~1/3 of the time)
@@ -255,6 +275,8 @@ class KVPublisher:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         report.refreshed = report.written - report.new_keys
+        if fence is not None:
+            fence()
         report.rejected = sum(reasons.values())
         report.reject_reasons = dict(reasons)
         mkey = self.keys.meta(ns)
