@@ -96,8 +96,8 @@ def _note_versions(rows: list[Mapping[str, Any]], out: _Chunk) -> None:
 
 
 def _prepare(rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, prevalidated: bool,
-             out: _Chunk) -> list[tuple[str, str]]:
-    """(key, value) per publishable row; rejected rows are counted in ``out.reasons``."""
+             out: _Chunk) -> tuple[int, dict[str, str]]:
+    """(publishable rows, {key: value}); a key twice keeps its last value; rejects go to ``out.reasons``."""
     if prevalidated:
         accepted, good = rows, rows
     else:
@@ -113,9 +113,10 @@ def _prepare(rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, preva
     out.published.extend((row["query_key"], row["query_norm"]) for row in good)
     head, tail = f"{prefix}:{ns}:", f'","dt":"{dt}","v":{SCHEMA_VERSION}}}'
     # encode_checked inlined (this loop is the publisher's hot path)
-    return [(head + row["query_key"],
-             f'{row["result_json"][:-1]},"q":{_encode_str(row["query_norm"])},"src":"{row.get("src") or "model"}{tail}')
-            for row in good]
+    return len(good), {
+        head + row["query_key"]:
+            f'{row["result_json"][:-1]},"q":{_encode_str(row["query_norm"])},"src":"{row.get("src") or "model"}{tail}'
+        for row in good}
 
 
 def _cluster_batch(r, pairs: list[tuple[str, str]], extra: tuple) -> int:
@@ -147,23 +148,20 @@ def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: st
     in_flight: list[tuple[int, int]] = []  # (distinct keys, write replies) per batch sent
     try:
         for i in range(0, len(rows), batch_size):
-            pairs = _prepare(rows[i:i + batch_size], prefix, ns, dt, prevalidated, out)
-            out.written += len(pairs)
-            unique = dict(pairs)  # a key twice in one batch: the last value wins, counts once
-            if len(unique) != len(pairs):
-                pairs = list(unique.items())
-            if not pairs:
+            n, unique = _prepare(rows[i:i + batch_size], prefix, ns, dt, prevalidated, out)
+            out.written += n
+            if not unique:
                 continue
             if fence is not None:
                 fence()
             if cluster:
-                out.new += _cluster_batch(r, pairs, extra)
+                out.new += _cluster_batch(r, list(unique.items()), extra)
                 continue
-            writes = [("SET", k, v, *extra) for k, v in pairs] if exat else \
-                [("MSET", *chain.from_iterable(pairs))]
+            writes = [("SET", k, v, *extra) for k, v in unique.items()] if exat else \
+                [("MSET", *chain.from_iterable(unique.items()))]
             # hiredis packs in C (redis-py's packer would call it too, after a Python pass over every argument)
             conn.send_packed_command([hiredis.pack_command(c) for c in [("EXISTS", *unique), *writes]])
-            in_flight.append((len(pairs), len(writes)))
+            in_flight.append((len(unique), len(writes)))
         for distinct, writes in in_flight:
             out.new += distinct - int(conn.read_response())
             for _ in range(writes):
