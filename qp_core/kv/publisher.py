@@ -12,10 +12,11 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from qp_core.kv import faults
 from qp_core.kv.admin import Activation, KVAdmin, utc_now
 from qp_core.kv.layout import SOURCES, check_namespace, encode_value
 from qp_core.kv.settings import KVSettings
@@ -86,11 +87,13 @@ class KVPublisher:
         self.keys = self.admin.keys
 
     def publish(self, records: Iterable[Mapping[str, Any]], ns: str, dt: str,
-                meta: Mapping[str, Any] | None = None) -> PublishReport:
+                meta: Mapping[str, Any] | None = None, fence: Callable[[], None] | None = None) -> PublishReport:
         """Write every valid record under ``ns`` (add or refresh); reject and count the rest.
 
         Idempotent: the same records and ``dt`` write the same bytes, and ``key_count`` counts only keys
-        that did not exist (SET ... GET tells us). Writing into a retired namespace keeps its expiry.
+        that did not exist (SET ... GET tells us). No key gets a TTL (retirement is a deadline, see ``kv.admin``).
+        ``fence`` (e.g. ``PublishLease.renew``) runs before every batch and before the metadata update; it
+        raises to stop a publisher that lost its lease.
         """
         check_namespace(ns)
         start = time.perf_counter()
@@ -99,7 +102,6 @@ class KVPublisher:
         versions: dict[str, str] = {}
         versions_from_model = False
         self.admin.register(ns)
-        exat = self.admin.expires_at(ns)
         pipe = self.r.pipeline(transaction=False)
         pending = 0
 
@@ -107,6 +109,9 @@ class KVPublisher:
             nonlocal pending
             if not pending:
                 return
+            if fence is not None:
+                fence()
+            faults.point("publish.batch")
             previous = pipe.execute()
             new = sum(1 for p in previous if p is None)
             report.new_keys += new
@@ -123,8 +128,7 @@ class KVPublisher:
             if not versions_from_model and row.get("model_version"):  # prefer a model row's versions
                 versions = {k: str(row[k]) for k in VERSION_FIELDS if row.get(k)}
                 versions_from_model = src == "model"
-            pipe.set(self.keys.result(ns, qkey), encode_value(result, qnorm, src, str(dt)), get=True,
-                     exat=exat)
+            pipe.set(self.keys.result(ns, qkey), encode_value(result, qnorm, src, str(dt)), get=True)
             report.published.append((qkey, qnorm))
             report.written += 1
             pending += 1
@@ -133,6 +137,8 @@ class KVPublisher:
         flush()
         report.rejected = sum(reasons.values())
         report.reject_reasons = dict(reasons)
+        if fence is not None:
+            fence()
         mkey = self.keys.meta(ns)
         last_dt = max(self.r.hget(mkey, "last_dt") or "", str(dt))  # a rerun of an old date doesn't move it back
         fields = {"last_publish": utc_now(), "last_dt": last_dt, **versions, **dict(meta or {})}

@@ -47,6 +47,11 @@ class KVSettings(BaseModel):
     coverage_sample: int = Field(200_000, ge=1)
     activate_after_publish: bool = True
     history_max: int = Field(50, ge=1)
+    # lifecycle (kv.lease, kv.janitor): publish lease expiry, janitor batch size, pause and time budget
+    lease_ttl_s: float = Field(120.0, gt=0)
+    janitor_batch: int = Field(1000, ge=1)
+    janitor_jitter_ms: float = Field(50.0, ge=0)
+    janitor_budget_s: float = Field(600.0, gt=0)
     socket_timeout_s: float = Field(5.0, gt=0)
     ssl: SSLSettings = Field(default_factory=SSLSettings)
 
