@@ -12,8 +12,9 @@ daily publish, deletes each namespace whose deadline passed:
    becomes ``deleting``. From then on activation, revive and publish leases refuse it.
 2. *sweep*: ``SCAN MATCH qp:<ns>:*`` + ``UNLINK`` in batches of ``janitor_batch`` keys with a random pause
    of up to ``janitor_jitter_ms`` between batches; a kill anywhere just leaves fewer keys for the rerun.
-3. *finalize* (Lua): after a sweep that found no key left, the metadata, registry entry and schedule
-   entry go in one script. A namespace whose sweep ran out of ``budget_s`` stays ``deleting`` and is
+3. *finalize* (Lua): after a sweep that found no key left, the metadata, registry entry, schedule
+   entry and pointer-history entries go in one script (so no rollback can target a later, partial
+   refill of the same namespace id). A namespace whose sweep ran out of ``budget_s`` stays ``deleting`` and is
    finished by the next run.
 """
 
@@ -41,16 +42,18 @@ if st == 'retired' then
   if deadline > tonumber(ARGV[2]) then redis.call('ZADD', KEYS[3], deadline, ARGV[1]) return 'not_due' end
   if redis.call('EXISTS', KEYS[4]) == 1 then return 'leased' end
   redis.call('HSET', KEYS[2], 'status', 'deleting', 'deleting_since', ARGV[3])
+  redis.call('ZADD', KEYS[3], 0, ARGV[1])  -- score 0: every later run resumes it, whatever its clock
 end
 return 'claimed'
 """
 
-# KEYS: meta, retiring, namespaces, events.  ARGV: ns, event_json, history_max
+# KEYS: meta, retiring, namespaces, events, history.  ARGV: ns, event_json, history_max
 _FINALIZE_LUA = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'deleting' then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('LREM', KEYS[5], 0, ARGV[1])  -- never roll back to it (a later refill of the same id is partial)
 redis.call('LPUSH', KEYS[4], ARGV[2])
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
 return 1
@@ -78,7 +81,7 @@ class Janitor:
         self._finalize = self.r.register_script(_FINALIZE_LUA)
 
     def due(self, now: float | None = None) -> list[str]:
-        """Namespaces whose deadline passed (and half-deleted ones, which keep their old score)."""
+        """Namespaces whose deadline passed, and half-deleted ones (score 0 once claimed)."""
         return self.r.zrangebyscore(self.keys.retiring, "-inf", int(now if now is not None else time.time()))
 
     def run(self, *, budget_s: float | None = None, now: float | None = None) -> JanitorReport:
@@ -96,7 +99,8 @@ class Janitor:
             faults.point("janitor.after_claim")
             if self._sweep(ns, report, stop_at):
                 event = json.dumps({"at": utc_now(), "action": "delete", "ns": ns})
-                self._finalize(keys=[self.keys.meta(ns), self.keys.retiring, self.keys.namespaces, self.keys.events],
+                self._finalize(keys=[self.keys.meta(ns), self.keys.retiring, self.keys.namespaces, self.keys.events,
+                                     self.keys.history],
                                args=[ns, event, self.admin.settings.history_max])
                 report.deleted.append(ns)
                 logger.info("janitor: deleted namespace %s", ns)
