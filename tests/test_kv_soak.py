@@ -1,7 +1,8 @@
 """Soak: a reader, an operator flipping and rolling back, a publisher and the janitor with a short retire window,
 all at once against a real server, bounded in time (docs/kv-spec.md §5 invariants, §7 reader guarantee).
 
-Every namespace holds the same QUERIES, each answer tagged with its namespace's name, so a batch is
+Two readers: QPClient as it is (pointer read per batch) and one that caches the pointer for
+``STALENESS_S`` (well inside the 2 s retire window), as an online reader may. Every namespace holds the same QUERIES, each answer tagged with its namespace's name, so a batch is
 *torn* when an answer's tag differs from the namespace the batch resolved, and a *miss* is any None
 (every namespace the pointer can name holds every query: activations pass a coverage gate of 1.0).
 """
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from qp_core.kv import Janitor, KVAdmin, KVError, KVPublisher, PublishLease, QPClient
+from qp_core.kv import Janitor, KVAdmin, KVError, KVPublisher, PublishLease, QPClient, decode_value
 from tests.test_kv import QUERIES, make_rows, settings
 
 pytestmark = pytest.mark.redis
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.redis
 NAMESPACES = ("nsA", "nsB", "nsC", "nsD")
 MIN_BATCHES = 10_000
 TIME_LIMIT_S = 50.0
+STALENESS_S = 0.5
 
 
 def test_soak_reader_operator_publisher_janitor(clean_redis):
@@ -46,13 +48,24 @@ def test_soak_reader_operator_publisher_janitor(clean_redis):
                 stop.set()
         return threading.Thread(target=run, daemon=True)
 
-    def reader():
+    def check(ns, answers):
+        stats["batches"] += 1
+        stats["misses"] += sum(a is None for a in answers)
+        stats["torn"] += any(a is not None and a["intent_desc"].split("|")[0] != ns for a in answers)
+
+    def reader():  # QPClient as it is: the pointer read with every batch
         client = QPClient(clean_redis, settings=s)
         while not stop.is_set():
-            ns, answers = client.mget_with_namespace(batch)
-            stats["batches"] += 1
-            stats["misses"] += sum(a is None for a in answers)
-            stats["torn"] += any(a is not None and a["intent_desc"].split("|")[0] != ns for a in answers)
+            check(*client.mget_with_namespace(batch))
+
+    def cached_reader():  # a reader caching the pointer for STALENESS_S, well inside the retire window
+        client = QPClient(clean_redis, settings=s)
+        ns, read_at = client.namespace(), time.monotonic()
+        while not stop.is_set():
+            if time.monotonic() - read_at > STALENESS_S:
+                ns, read_at = client.namespace(), time.monotonic()
+            raws = client.r.mget([client.keys.for_query(ns, q) for q in batch])
+            check(ns, [decode_value(v) for v in raws])
 
     def operator():
         admin = KVAdmin(clean_redis, settings=s)
@@ -95,7 +108,7 @@ def test_soak_reader_operator_publisher_janitor(clean_redis):
             stats["unlinked"] += report.unlinked
             time.sleep(0.05)
 
-    threads = [guard(f) for f in (reader, operator, publisher, janitor)]
+    threads = [guard(f) for f in (reader, cached_reader, operator, publisher, janitor)]
     start = time.monotonic()
     for t in threads:
         t.start()
