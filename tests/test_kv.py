@@ -210,7 +210,8 @@ def test_deleted_namespace_cannot_be_rolled_back_to(clean_redis):
     report = Janitor(pub.admin, jitter_ms=0).run()
     assert report.deleted == ["nsA"] and report.unlinked == 3
     assert pub.admin.namespaces() == ["nsB"] and all_values(pub.r, "nsA") == {}
-    with pytest.raises(KVError, match="deleted"):
+    assert pub.admin.history() == [], "deletion leaves the rollback stack"
+    with pytest.raises(KVError, match="nothing to roll back to"):
         pub.rollback()
     assert pub.admin.active() == "nsB"
 

@@ -287,3 +287,35 @@ def test_daily_run_after_a_rollback_does_not_flip_back(lake, clean_redis, monkey
     write_partition(lake, "2026-11-04", make_rows(QUERIES, "C"))
     out = daily("nsC", "2026-11-04")
     assert out.active_after == "nsC" and "pin lifted" in out.extra["pin"] and admin.pinned() is None
+
+
+def test_cli_lifecycle_commands(lake, clean_redis):
+    from typer.testing import CliRunner
+
+    from qp_core.cli import app
+
+    runner = CliRunner()
+
+    def qp(*args, code=0):
+        res = runner.invoke(app, ["kv", *args])
+        assert res.exit_code == code, res.output
+        return res.stdout
+
+    write_partition(lake, "2026-11-01", make_rows(QUERIES, "A"))
+    daily("nsA", "2026-11-01")
+    write_partition(lake, "2026-11-02", make_rows(QUERIES, "B"))
+    daily("nsB", "2026-11-02")
+    qp("rollback", "--reason", "bad B")
+    info = json.loads(qp("info", "--json"))
+    assert info["active"] == "nsA" and info["pinned"]["reason"] == "bad B" and "pinned" in qp("info")
+    qp("activate", "nsB", code=1)  # refused: pinned
+    assert json.loads(qp("unpin"))["unpinned"]["ns"] == "nsA"
+    qp("pin", "--reason", "freeze")
+    assert json.loads(qp("retire", "nsB", "--ttl", "1"))["retire_deadline"] > time.time()
+    assert json.loads(qp("revive", "nsB"))["status"] == "filling"
+    qp("retire", "nsA", code=2)  # the active one
+    qp("retire", "nsB", "--ttl", "1")
+    time.sleep(1.1)
+    assert json.loads(qp("janitor"))["deleted"] == ["nsB"]
+    assert json.loads(qp("reconcile", "nsB")) == {"kept": 0, "dropped": len(QUERIES)}
+    assert json.loads(qp("reconcile", "nsA")) == {"kept": len(QUERIES), "dropped": 0}

@@ -244,9 +244,9 @@ class KVAdmin:
         return hit / sampled, sampled
 
     # ---- retirement (the janitor deletes after the deadline) ----------------------------------------
-    def _run_state(self, op: str, ns: str, deadline: int = 0, **event: Any) -> str:
+    def _run_state(self, op: str, ns: str, deadline: int = 0) -> str:
         check_namespace(ns)
-        ev = json.dumps({"at": utc_now(), "action": op, "ns": ns, **event})
+        ev = json.dumps({"at": utc_now(), "action": op, "ns": ns, **({"retire_deadline": deadline} if deadline else {})})
         try:
             return self._state(keys=[self.keys.active, self.keys.meta(ns), self.keys.retiring, self.keys.events],
                                args=[op, ns, deadline, utc_now(), ev, self.settings.history_max])
@@ -259,7 +259,7 @@ class KVAdmin:
         No key gets a TTL: the janitor UNLINKs the namespace after the deadline. Refused for the active one.
         """
         deadline = int(time.time()) + (ttl_s or self.settings.retired_ttl_s)
-        self._run_state("retire", ns, deadline, deadline=deadline)
+        self._run_state("retire", ns, deadline)
         logger.info("retired namespace %s: deleted by the janitor after %d", ns, deadline)
         return deadline
 
