@@ -414,6 +414,11 @@ def test_keys_layout():
     assert all("{qp}" in key for key in (k.active, k.history, k.events, k.namespaces, k.pin, k.retiring,
                                         k.meta("n1"), k.lease("n1")))
     assert "{" not in k.result("n1", "ab" * 16)
+    from redis.crc import key_slot
+
+    control = {key_slot(key.encode()) for key in (k.active, k.history, k.pin, k.retiring, k.meta("a"), k.lease("b"))}
+    assert len(control) == 1, "one cluster slot for every control key"
+    assert len({key_slot(k.result("n1", query_key(q)).encode()) for q in QUERIES}) > 100, "results spread"
 
 
 def test_admin_info(pub):

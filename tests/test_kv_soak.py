@@ -48,10 +48,13 @@ def test_soak_reader_operator_publisher_janitor(clean_redis):
                 stop.set()
         return threading.Thread(target=run, daemon=True)
 
+    lock = threading.Lock()
+
     def check(ns, answers):
-        stats["batches"] += 1
-        stats["misses"] += sum(a is None for a in answers)
-        stats["torn"] += any(a is not None and a["intent_desc"].split("|")[0] != ns for a in answers)
+        with lock:  # two readers update the same counters
+            stats["batches"] += 1
+            stats["misses"] += sum(a is None for a in answers)
+            stats["torn"] += any(a is not None and a["intent_desc"].split("|")[0] != ns for a in answers)
 
     def reader():  # QPClient as it is: the pointer read with every batch
         client = QPClient(clean_redis, settings=s)
