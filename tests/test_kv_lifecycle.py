@@ -247,45 +247,62 @@ def test_manifest_survives_a_kill_before_its_replace(lake, clean_redis):
     assert sorted(p.name for p in manifest_dir("nsA").iterdir()) == [DATA_FILE], "the next writer cleans up"
 
 
-def test_manifest_entries_lost_in_redis_are_dropped_so_they_are_selected_again(lake, clean_redis):
+def promote_model(tmp_path, monkeypatch, name: str) -> str:
+    """A (dummy) model registered and forced to production in a registry under tmp_path (the real registry code)."""
+    from qp_core import registry
+
+    monkeypatch.setenv("QP_REGISTRY", str(tmp_path / "registry"))
+    model = tmp_path / "models" / name
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "config.json").write_text("{}")
+    record = registry.register(model, {"profile": name, "rules_version": "r" * 16, "stage": "test"})
+    registry.promote(record.version, force=True)
+    return record.version
+
+
+def test_manifest_entries_lost_in_redis_are_dropped_so_they_are_selected_again(lake, clean_redis, tmp_path,
+                                                                                 monkeypatch):
     from qp_core.kv.daily import reconcile_target
     from qp_core.kv.layout import Keys
+    from qp_core.pipeline import resolve_target
 
+    promote_model(tmp_path, monkeypatch, "tiny")
+    ns = resolve_target().namespace
     write_partition(lake, "2026-11-01", make_rows(QUERIES, "A"))
-    daily("nsA", "2026-11-01")
+    daily(ns, "2026-11-01")
     r = KVPublisher(clean_redis, settings=settings()).r
-    lost = sorted(all_values(r, "nsA"))[:7]  # a failover that lost writes
+    lost = sorted(all_values(r, ns))[:7]  # a failover that lost writes
     r.delete(*lost)
-    from qp_core.pipeline import _reconcile_manifest
-
-    _reconcile_manifest("nsA")  # what resolve_target runs before the day's sample (URL from QP_REDIS_URL)
-    held = read_manifest("nsA")
+    assert resolve_target().namespace == ns  # the next day's first task reconciles before the sample runs
+    held = read_manifest(ns)
     assert len(held) == len(QUERIES) - 7 and not {k.rsplit(":", 1)[1] for k in lost} & set(held)
-    assert reconcile_manifest("nsA", r, Keys("qp")) == {"kept": len(QUERIES) - 7, "dropped": 0}
+    assert reconcile_manifest(ns, r, Keys("qp")) == {"kept": len(QUERIES) - 7, "dropped": 0}
     r.flushdb()  # the whole store lost: the manifest empties, the sample regenerates everything
-    assert reconcile_target("nsA", clean_redis, settings())["kept"] == 0 and read_manifest("nsA") == {}
+    assert reconcile_target(ns, clean_redis, settings())["kept"] == 0 and read_manifest(ns) == {}
 
 
 # ---- rollback that sticks ------------------------------------------------------------------------------
 
-def test_daily_run_after_a_rollback_does_not_flip_back(lake, clean_redis, monkeypatch):
-    from qp_core.kv import daily as daily_mod
-
-    production = {"version": "model-B"}
-    monkeypatch.setattr(daily_mod, "_production_version", lambda: production["version"])
+def test_daily_run_after_a_rollback_does_not_flip_back(lake, clean_redis, tmp_path, monkeypatch):
+    promote_model(tmp_path, monkeypatch, "modelb")
     write_partition(lake, "2026-11-01", make_rows(QUERIES, "A"))
     daily("nsA", "2026-11-01")
     write_partition(lake, "2026-11-02", make_rows(QUERIES, "B"))
     assert daily("nsB", "2026-11-02").active_after == "nsB"
+    from typer.testing import CliRunner
+
+    from qp_core.cli import app
+
+    assert CliRunner().invoke(app, ["kv", "rollback", "--reason", "B answers are bad"]).exit_code == 0
     admin = KVAdmin(settings=settings(), redis=KVPublisher(clean_redis, settings=settings()).r)
-    admin.rollback(reason="B answers are bad", registry_version="model-B")
+    assert admin.pinned()["registry_version"].startswith("modelb")
     out = daily("nsB", "2026-11-02")  # the next run, same production model
     assert out.active_after == "nsA" and not out.activation["activated"]
     assert "pinned to nsA" in out.extra["pin"] and admin.pinned()["ns"] == "nsA"
     admin.unpin()
     assert daily("nsB", "2026-11-02").active_after == "nsB", "unpinned: the gate decides again"
-    admin.rollback(registry_version="model-B")
-    production["version"] = "model-C"  # a new promotion lifts the pin
+    assert CliRunner().invoke(app, ["kv", "rollback"]).exit_code == 0
+    promote_model(tmp_path, monkeypatch, "modelc")  # a new promotion lifts the pin
     write_partition(lake, "2026-11-04", make_rows(QUERIES, "C"))
     out = daily("nsC", "2026-11-04")
     assert out.active_after == "nsC" and "pin lifted" in out.extra["pin"] and admin.pinned() is None
