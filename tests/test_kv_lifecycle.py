@@ -177,6 +177,13 @@ def lake(tmp_path, monkeypatch, clean_redis):
     return tmp_path / "lake"
 
 
+def wait_lease_gone(admin: KVAdmin, ns: str, limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while admin.r.exists(admin.keys.lease(ns)):
+        assert time.monotonic() < deadline, "a lease never expired"
+        time.sleep(0.05)
+
+
 def daily(ns: str, dt: str, **kw):
     from qp_core.kv.daily import publish_day
 
@@ -189,12 +196,12 @@ def test_killed_publish_rerun_leaves_exact_key_count_and_manifest(lake, clean_re
     run_killed(clean_redis, point, """
         from qp_core.kv.daily import publish_day
         publish_day("2026-11-01", "nsA", settings=s)
-    """, env={"QP_LAKE_ROOT": str(lake)}, settings_kw={"lease_ttl_s": 1.0}, nth=nth)
+    """, env={"QP_LAKE_ROOT": str(lake)}, settings_kw={"lease_ttl_s": 5.0}, nth=nth)
     admin = KVAdmin(settings=settings(), redis=KVPublisher(clean_redis, settings=settings()).r)
     assert admin.meta("nsA").get("publish_token"), "the crash leaves the unfinished-publish marker"
     with pytest.raises(KVError, match="LEASED"):  # the dead publisher's lease still fences a retry...
         daily("nsA", "2026-11-01")
-    time.sleep(1.2)  # ...until it expires (lease_ttl_s)
+    wait_lease_gone(admin, "nsA")  # ...until it expires (lease_ttl_s)
     out = daily("nsA", "2026-11-01")
     assert out.extra["key_count_recounted"] == len(QUERIES)
     assert admin.meta("nsA")["key_count"] == str(len(QUERIES)) and "publish_token" not in admin.meta("nsA")
@@ -241,7 +248,7 @@ def test_manifest_survives_a_kill_before_its_replace(lake, clean_redis):
     """, env={"QP_LAKE_ROOT": str(lake)}, settings_kw={"lease_ttl_s": 0.5})
     assert read_manifest("nsA") == day1, "the old manifest is whole after the kill"
     assert [p.name for p in manifest_dir("nsA").iterdir() if p.name.startswith(".")], "temp file left by the kill"
-    time.sleep(0.6)
+    wait_lease_gone(KVAdmin(clean_redis, settings=settings()), "nsA")
     daily("nsA", "2026-11-02")
     assert len(read_manifest("nsA")) == len(QUERIES)
     assert sorted(p.name for p in manifest_dir("nsA").iterdir()) == [DATA_FILE], "the next writer cleans up"
