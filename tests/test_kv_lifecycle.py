@@ -309,8 +309,18 @@ def test_daily_run_after_a_rollback_does_not_flip_back(lake, clean_redis, tmp_pa
     admin.unpin()
     assert daily("nsB", "2026-11-02").active_after == "nsB", "unpinned: the gate decides again"
     assert CliRunner().invoke(app, ["kv", "rollback"]).exit_code == 0
-    promote_model(tmp_path, monkeypatch, "modelc")  # a new promotion lifts the pin
+    pinned_b = admin.pinned()["registry_version"]
+    promote_model(tmp_path, monkeypatch, "modelc")  # a new promotion lifts the pin...
     write_partition(lake, "2026-11-04", make_rows(QUERIES, "C"))
+    # ...but not an operator's pin set while the run was deciding
+    with faults.injected("daily.before_unpin", lambda: admin.pin(reason="hold on")):
+        out = daily("nsC", "2026-11-04")
+    assert out.active_after == "nsA" and "pin changed" in out.extra["pin"] and admin.pinned()["reason"] == "hold on"
+    with pytest.raises(KVError, match="only pin the active"):
+        admin.pin("nsC")
+    assert CliRunner().invoke(app, ["kv", "pin", "--reason", "old model"]).exit_code == 0
+    assert admin.pinned()["registry_version"].startswith("modelc")
+    admin.pin(reason="the rollback's pin again", registry_version=pinned_b, by="rollback")
     out = daily("nsC", "2026-11-04")
     assert out.active_after == "nsC" and "pin lifted" in out.extra["pin"] and admin.pinned() is None
 

@@ -93,6 +93,25 @@ redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
 return redis.call('HGET', KEYS[2], 'status')
 """
 
+# KEYS: pin, active, events.  ARGV: op ('pin'|'unpin'), value_json | expected_raw ('' = any), event_json, history_max
+_PIN_LUA = """
+if ARGV[1] == 'pin' then
+  local ns = cjson.decode(ARGV[2])['ns']
+  if (redis.call('GET', KEYS[2]) or '') ~= ns then
+    return redis.error_reply('CONFLICT can only pin the active namespace (active: ' .. tostring(redis.call('GET', KEYS[2])) .. ')')
+  end
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  local cur = redis.call('GET', KEYS[1])
+  if not cur then return 0 end
+  if ARGV[2] ~= '' and cur ~= ARGV[2] then return redis.error_reply('CONFLICT the pin changed meanwhile') end
+  redis.call('DEL', KEYS[1])
+end
+redis.call('LPUSH', KEYS[3], ARGV[3])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+return 1
+"""
+
 SCAN_COUNT = 1000
 
 
@@ -136,6 +155,7 @@ class KVAdmin:
         self.keys = Keys(self.settings.prefix)
         self._flip = self.r.register_script(_FLIP_LUA)
         self._state = self.r.register_script(_STATE_LUA)
+        self._pin = self.r.register_script(_PIN_LUA)
 
     # ---- reading state -------------------------------------------------------------------------
     def active(self) -> str | None:
@@ -268,28 +288,28 @@ class KVAdmin:
         return self._run_state("revive", ns)
 
     # ---- pin ---------------------------------------------------------------------------------------
+    def _run_pin(self, op: str, value: str, event: dict[str, Any]) -> int:
+        try:
+            return self._pin(keys=[self.keys.pin, self.keys.active, self.keys.events],
+                             args=[op, value, json.dumps(event), self.settings.history_max])
+        except ResponseError as exc:
+            raise KVError(str(exc)) from exc
+
     def pin(self, ns: str | None = None, *, reason: str = "", by: str = "operator",
             registry_version: str | None = None) -> dict[str, Any]:
-        """Hold the pointer on ``ns`` (default: the active one): auto-activation is refused until ``unpin``."""
-        ns = ns or self.active()
-        if not ns or self.active() != ns:
-            raise KVError(f"can only pin the active namespace (active: {self.active()}, asked: {ns})")
-        value = {"ns": ns, "at": utc_now(), "by": by, "reason": reason, "registry_version": registry_version}
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.pin, json.dumps(value))
-        pipe.lpush(self.keys.events, json.dumps({"at": value["at"], "action": "pin", **value}))
-        pipe.ltrim(self.keys.events, 0, self.settings.history_max - 1)
-        pipe.execute()
+        """Hold the pointer on ``ns`` (default: the active one; refused for any other): auto-activation
+        is refused until ``unpin`` or a registry production version other than ``registry_version``."""
+        value = {"ns": ns or self.active(), "at": utc_now(), "by": by, "reason": reason,
+                 "registry_version": registry_version}
+        self._run_pin("pin", json.dumps(value), {"at": value["at"], "action": "pin", **value})
         return value
 
-    def unpin(self, reason: str = "operator") -> dict[str, Any] | None:
-        pin = self.pinned()
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(self.keys.pin)
-        pipe.lpush(self.keys.events, json.dumps({"at": utc_now(), "action": "unpin", "was": pin, "reason": reason}))
-        pipe.ltrim(self.keys.events, 0, self.settings.history_max - 1)
-        pipe.execute()
-        return pin
+    def unpin(self, reason: str = "operator", *, expected_raw: str | None = None) -> dict[str, Any] | None:
+        """Lift the pin (only if it is still ``expected_raw``, the raw JSON read earlier, when given)."""
+        raw = expected_raw if expected_raw is not None else self.r.get(self.keys.pin)
+        was = json.loads(raw) if raw else None
+        self._run_pin("unpin", expected_raw or "", {"at": utc_now(), "action": "unpin", "was": was, "reason": reason})
+        return was
 
     # ---- pointer ---------------------------------------------------------------------------------
     def _run_flip(self, mode: str, target: str, expected: str | None, event: dict[str, Any],
