@@ -1,6 +1,6 @@
 """qp_nearline_daily: the day's queries → one generative model → validated results → Redis KV.
 
-Thin wiring only (paper Figure 3). Every task runs one command of ``qp_core.pipeline.STEPS`` (spark-submit
+Thin wiring only (paper Figure 3). Every task runs one command of ``qp_core.nearline.steps.STEPS`` (spark-submit
 or ``python -m jobs.<step>``) for the partition date, so this DAG, ``qp run day`` and ``qp backfill`` do the
 same thing. The partition date is the data interval's start (interval [D, D+1) processes ``dt=D``); a run
 conf ``{"dt": "YYYY-MM-DD"}`` overrides it for manual runs. Retries, pool and queue of the generation
@@ -13,27 +13,20 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, chain, dag, task
 
-from qp_core.airflow_home import settings
+from qp_core.ops.airflow_settings import default_args, settings
 
 S = settings()
 
 # Downstream DAGs (and people) can schedule on fresh results; annotations trigger the training chain.
 QP_RESULTS = Asset(name="qp_results", uri="file:///qp/lake/curated/qp_results")
 
-DEFAULT_ARGS = {
-    "owner": "qp",
-    "retries": S.retries,
-    "retry_delay": timedelta(seconds=S.retry_delay_s),
-    "retry_exponential_backoff": S.retry_exponential_backoff,
-    "max_retry_delay": timedelta(seconds=S.max_retry_delay_s),
-    "execution_timeout": timedelta(seconds=S.step_timeout_s),
-}
+DEFAULT_ARGS = default_args(S, execution_timeout=timedelta(seconds=S.step_timeout_s))
 
 
 def _run(name: str, dt: str, target: dict, shards: list[int] | None = None) -> None:
-    from qp_core import pipeline
+    from qp_core.nearline import steps
 
-    pipeline.run_step(name, dt, pipeline.Target.from_dict(target), shards, timeout=S.step_timeout_s)
+    steps.run_step(name, dt, steps.Target.from_dict(target), shards, timeout=S.step_timeout_s)
 
 
 @dag(
@@ -51,20 +44,20 @@ def _run(name: str, dt: str, target: dict, shards: list[int] | None = None) -> N
 def qp_nearline_daily():
     @task(retries=0)
     def partition_date(**context) -> str:
-        from qp_core.pipeline import partition_date as _partition_date
+        from qp_core.lake import partition_date as _partition_date
 
         return _partition_date(context["params"].get("dt"), context["data_interval_start"])
 
     @task.sensor(poke_interval=S.sensor_poke_interval_s, timeout=S.sensor_timeout_s, mode="reschedule",
                  exponential_backoff=True)
     def wait_for_query_log(dt: str) -> bool:
-        from qp_core.pipeline import log_partition_ready
+        from qp_core.lake import log_partition_ready
 
         return log_partition_ready(dt)
 
     @task
     def resolve_target() -> dict:
-        from qp_core.pipeline import resolve_target as _resolve
+        from qp_core.nearline.steps import resolve_target as _resolve
 
         target = _resolve().to_dict()
         print(f"target model {target['model_version']} -> namespace {target['namespace']}")
@@ -81,11 +74,12 @@ def qp_nearline_daily():
     @task
     def prompts(dt: str, target: dict) -> list[list[int]]:
         """Writes the prompt shards; returns them dealt into ``generate_tasks`` groups (one mapped task each)."""
-        from qp_core.airflow_home import settings as _settings
-        from qp_core.pipeline import list_shards, shard_groups
+        from qp_core.lake import prompt_shards
+        from qp_core.nearline.steps import shard_groups
+        from qp_core.ops.airflow_settings import settings as _settings
 
         _run("prompts", dt, target)
-        groups = shard_groups(list_shards(dt), _settings().generate_tasks)
+        groups = shard_groups(prompt_shards(dt), _settings().generate_tasks)
         print(f"{sum(map(len, groups))} prompt shard(s) for {dt} in {len(groups)} generation task(s): {groups}")
         return groups
 

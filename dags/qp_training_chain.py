@@ -2,18 +2,18 @@
 
 Thin wiring only (paper Figure 1 / §4.3). Runs weekly, or as soon as new human annotations land (an event
 on the ``qp_annotations`` asset), whichever comes first. One task per stage, each a ``python -m jobs.<x>``
-command from ``qp_core.pipeline.TRAINING_STEPS``; all stages of a run share one run folder named after the
+command from ``qp_core.training.steps.TRAINING_STEPS``; all stages of a run share one run folder named after the
 Airflow run id, so a retried or cleared task resumes from the checkpoint its stage saved there.
 Profile and schedule come from ``conf/airflow.yaml``; a run conf ``{"profile": "..."}`` overrides the profile.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, dag, task
 
-from qp_core.airflow_home import settings
+from qp_core.ops.airflow_settings import default_args, settings
 
 S = settings()
 
@@ -23,15 +23,7 @@ QP_MODEL = Asset(name="qp_model_registry", uri="file:///qp/registry")
 _weekly = CronTriggerTimetable(S.training_cron, timezone="UTC")
 SCHEDULE = AssetOrTimeSchedule(timetable=_weekly, assets=[QP_ANNOTATIONS]) if S.training_on_annotations else _weekly
 
-DEFAULT_ARGS = {
-    "owner": "qp",
-    "retries": S.retries,
-    "retry_delay": timedelta(seconds=S.retry_delay_s),
-    "retry_exponential_backoff": S.retry_exponential_backoff,
-    "max_retry_delay": timedelta(seconds=S.max_retry_delay_s),
-    "pool": S.training_pool,
-    "queue": S.training_queue,
-}
+DEFAULT_ARGS = default_args(S, pool=S.training_pool, queue=S.training_queue)
 
 
 @dag(
@@ -50,15 +42,15 @@ def qp_training_chain():
     def stage(name: str, **task_kwargs):
         @task(task_id=name, **task_kwargs)
         def _stage(**context) -> None:
-            from qp_core import pipeline
+            from qp_core.ops.process import run_command
+            from qp_core.training.steps import safe_run_id, training_command
 
-            run_id = pipeline.safe_run_id(context["run_id"])
-            cmd = pipeline.training_command(name, run_id, context["params"]["profile"])
-            pipeline.run_command(cmd, label=name)
+            run_id = safe_run_id(context["run_id"])
+            run_command(training_command(name, run_id, context["params"]["profile"]), label=name)
 
         return _stage()
 
-    from qp_core.pipeline import TRAINING_STEPS  # stdlib-only module: cheap at parse time
+    from qp_core.training.steps import TRAINING_STEPS  # stdlib-only module: cheap at parse time
 
     chain(*[stage(s.name, **({"outlets": [QP_MODEL]} if s.name == "promote" else {})) for s in TRAINING_STEPS])
 

@@ -42,7 +42,8 @@ def resolve_model(model_dir: str | None, model_version: str | None) -> tuple[str
 def main(argv: list[str] | None = None) -> dict:
     import logging
 
-    from qp_core.generate import load_generation_settings, run_generation
+    from qp_core.nearline.generate import run_generation
+    from qp_core.nearline.settings import load_generation_settings
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -9,7 +9,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from qp_core.training.chain import stage_main
+    from jobs._chain import stage_main
 
     return stage_main("promote", argv)
 

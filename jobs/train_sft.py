@@ -13,7 +13,7 @@ STAGE_NAMES = {"0": "base", "1": "sft1", "2": "sft2"}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from qp_core.training.chain import stage_main
+    from jobs._chain import stage_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = "1"

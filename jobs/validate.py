@@ -24,8 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     import logging
 
-    from qp_core.generate import load_generation_settings
-    from qp_core.validate import IncompleteGenerations, QualityGateFailed, run_validation
+    from qp_core.nearline.settings import load_generation_settings
+    from qp_core.nearline.validate import IncompleteGenerations, QualityGateFailed, run_validation
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from qp_core.paths import conf_dir
 
@@ -27,6 +27,16 @@ M = TypeVar("M", bound=BaseModel)
 
 class ConfigError(RuntimeError):
     """A configuration file is missing or invalid; the message names the file and the field."""
+
+
+class Settings(BaseModel):
+    """Base of every settings model: an unknown key is an error naming it, never silently ignored.
+
+    Why: a typo in a YAML key (``min_vaild_rate``) would otherwise leave the default in force while the
+    operator believes the value changed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
 
 @lru_cache(maxsize=64)

@@ -33,6 +33,12 @@ def partition(name: str, dt: str) -> Path:
     return dataset(name) / f"dt={dt}"
 
 
+def redis_url_file() -> Path:
+    """``$QP_HOME/run/redis.url``: where the local server's URL is recorded (written by
+    ``qp_core.ops.redis_server``, read by ``qp_core.kv.settings`` without importing the launcher)."""
+    return qp_home() / "run" / "redis.url"
+
+
 def registry_root() -> Path:
     return Path(os.environ.get("QP_REGISTRY", str(qp_home() / "registry"))).resolve()
 

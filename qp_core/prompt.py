@@ -25,9 +25,9 @@ import unicodedata
 from functools import lru_cache
 from typing import Any, Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from qp_core.config import load_settings
+from qp_core.config import Settings, load_settings
 from qp_core.paths import conf_dir
 from qp_core.normalize import normalize_query
 from qp_core.rules import RULES_MODES, RulesError, load_rules, rules_version
@@ -53,13 +53,13 @@ _WS = re.compile(r"\s+")
 _SPECIAL = re.compile(r"<\|[^<>]{0,64}?\|>|</?think>|<\|?/?(?:im_start|im_end|endoftext|s)\|?>", re.IGNORECASE)
 
 
-class PromptKeys(BaseModel):
+class PromptKeys(Settings):
     query: str = "query"
     history: str = "history"
     notes: str = "notes"
 
 
-class ModeSettings(BaseModel):
+class ModeSettings(Settings):
     """Caps and layout of one rules mode (``conf/prompt.yaml``)."""
 
     max_history: int = Field(3, ge=0)
@@ -73,7 +73,7 @@ class ModeSettings(BaseModel):
     query_last: bool = False  # context first, query next to the answer (see conf/prompt.yaml)
 
 
-class PromptSettings(BaseModel):
+class PromptSettings(Settings):
     full: ModeSettings = ModeSettings(max_history=5, max_notes=5)
     compact: ModeSettings = ModeSettings(
         max_query_chars=64, max_history_chars=24, max_note_chars=40,

@@ -27,8 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
+from qp_core.config import Settings
 from qp_core.paths import registry_root
 
 logger = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ META_FILE = "meta.json"
 POINTER_FILE = "production.json"
 
 
-class GateSettings(BaseModel):
+class GateSettings(Settings):
     """Thresholds of the promotion gate, in metric points (0–100). ``training.yaml`` → ``gate``."""
 
     tolerance: float = 0.5

@@ -31,9 +31,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from qp_core.config import load_settings
+from qp_core.config import Settings, load_settings
 from qp_core.metrics import sample_scores
 from qp_core.parse import parse_output
 
@@ -43,10 +43,9 @@ REWARD_ORDER = ("format", "ner", "seg", "tw", "taxonomy", "intent")
 _DEFAULT_WEIGHTS = {"format": 0.5, "ner": 1.0, "seg": 1.0, "tw": 1.0, "taxonomy": 1.0, "intent": 0.5}
 
 
-class RewardSettings(BaseModel):
+class RewardSettings(Settings):
     """``conf/rewards.yaml``: task weights w_k (business importance) and the format reward's partial credit."""
 
-    model_config = ConfigDict(extra="forbid")
     weights: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
     schema_fail_credit: float = Field(0.2, ge=0.0, le=1.0)
 

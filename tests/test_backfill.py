@@ -11,7 +11,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from qp_core import airflow_home
+from qp_core.ops import airflow_local
+from qp_core.ops.process import free_port
 from tests.fixtures.airflow import kv_snapshot, lake_snapshot, pipeline_env, register_production_model
 
 DATES = ["2026-11-01", "2026-11-02"]
@@ -52,14 +53,14 @@ def sandbox(tmp_path_factory, small_world, redis_url, tiny_model_dir):
 def native_backfill(sandbox):
     """``airflow backfill create`` for 2 dates against ``airflow standalone``; stopped cleanly afterwards."""
     home = sandbox["root"] / "airflow"
-    port = airflow_home.free_port()
-    proc = airflow_home.start_standalone(home, api_port=port)
+    port = free_port()
+    proc = airflow_local.start_standalone(home, api_port=port)
     try:
-        airflow_home.wait_for_api(port, proc=proc, timeout=600)
-        states = airflow_home.native_backfill("qp_nearline_daily", DATES[0], DATES[-1], home=home, api_port=port,
+        airflow_local.wait_for_api(port, proc=proc, timeout=600)
+        states = airflow_local.native_backfill("qp_nearline_daily", DATES[0], DATES[-1], home=home, api_port=port,
                                               timeout=2400, poll_s=10)
     finally:
-        rc = airflow_home.stop_standalone(proc)
+        rc = airflow_local.stop_standalone(proc)
     return {"states": states, "stop_rc": rc, "proc": proc, "port": port, "home": home,
             "lake": {dt: lake_snapshot(sandbox["lake"], dt) for dt in DATES}, "kv": kv_snapshot(sandbox["url"])}
 

@@ -1,5 +1,5 @@
 """DAG tests: both DAGs parse fast through Airflow's own DagBag, import nothing heavy, and wire the steps
-of ``qp_core.pipeline`` in order with the configured retries, pools/queues, sensor mode and assets."""
+of ``qp_core.nearline.steps`` in order with the configured retries, pools/queues, sensor mode and assets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from qp_core import airflow_home, pipeline
+from qp_core import lake
+from qp_core.nearline import steps
+from qp_core.ops import airflow_local, airflow_settings, process
+from qp_core.training import steps as training_steps
 
 pytestmark = pytest.mark.airflow
 
@@ -36,13 +39,13 @@ def test_dag_module_imports_nothing_heavy(dag_file):
     code = (
         "import sys, time, importlib.util, airflow.sdk\n"
         "before = set(sys.modules)\n"
-        f"spec = importlib.util.spec_from_file_location('d', {str(airflow_home.DAGS_FOLDER / (dag_file + '.py'))!r})\n"
+        f"spec = importlib.util.spec_from_file_location('d', {str(airflow_local.DAGS_FOLDER / (dag_file + '.py'))!r})\n"
         "t = time.perf_counter(); m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
         "dt = time.perf_counter() - t\n"
         "new = sorted({n.split('.')[0] for n in set(sys.modules) - before})\n"
         "print('RESULT', dt, ' '.join(new))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=airflow_home.airflow_env(), capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], env=airflow_local.airflow_env(), capture_output=True,
                          text=True, timeout=120)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, out.stderr[-2000:]
@@ -52,22 +55,22 @@ def test_dag_module_imports_nothing_heavy(dag_file):
 
 
 def test_airflow_cli_reports_no_import_errors(airflow_db):
-    proc = airflow_home.run_cli(["dags", "list-import-errors", "-l", "-o", "json"], home=airflow_db,
+    proc = airflow_local.run_cli(["dags", "list-import-errors", "-l", "-o", "json"], home=airflow_db,
                                 capture=True, timeout=120)
     out = proc.stdout.strip()
-    assert out.endswith("No data found") or airflow_home.json_output(out) == [], out
+    assert out.endswith("No data found") or airflow_local.json_output(out) == [], out
 
 
 def test_nearline_dag_runs_pipeline_steps_in_order(dagbag):
     dag = dagbag.get_dag("qp_nearline_daily")
-    order = ["partition_date", "wait_for_query_log", "resolve_target", *pipeline.STEP_NAMES]
+    order = ["partition_date", "wait_for_query_log", "resolve_target", *steps.STEP_NAMES]
     assert set(order) == set(dag.task_ids)
     for up, down in zip(order, order[1:]):
         assert up in dag.get_task(down).upstream_task_ids, f"{up} -> {down} missing"
 
 
 def test_nearline_dag_operational_settings(dagbag):
-    s = airflow_home.settings()
+    s = airflow_settings.settings()
     dag = dagbag.get_dag("qp_nearline_daily")
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.max_active_runs == s.max_active_runs
@@ -92,11 +95,11 @@ def test_generate_pool_and_queue_come_from_config(tmp_path):
     """An operator points shards at GPU workers with config only (QP__AIRFLOW__* env here)."""
     code = (
         "from airflow.dag_processing.dagbag import DagBag\n"
-        f"b = DagBag({str(airflow_home.DAGS_FOLDER)!r})\n"
+        f"b = DagBag({str(airflow_local.DAGS_FOLDER)!r})\n"
         "t = b.get_dag('qp_nearline_daily').get_task('generate')\n"
         "print('RESULT', t.queue, t.partial_kwargs.get('pool', getattr(t, 'pool', None)), b.import_errors)\n"
     )
-    env = airflow_home.airflow_env()
+    env = airflow_local.airflow_env()
     env.update(QP__AIRFLOW__GENERATE_QUEUE="gpu", QP__AIRFLOW__GENERATE_POOL="gpu_pool")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
@@ -105,7 +108,7 @@ def test_generate_pool_and_queue_come_from_config(tmp_path):
 
 def test_training_chain_one_task_per_stage_in_order(dagbag):
     dag = dagbag.get_dag("qp_training_chain")
-    order = [s.name for s in pipeline.TRAINING_STEPS]
+    order = [s.name for s in training_steps.TRAINING_STEPS]
     assert list(dag.task_ids) == order or set(dag.task_ids) == set(order)
     for up, down in zip(order, order[1:]):
         assert dag.get_task(down).upstream_task_ids == {up}
@@ -115,91 +118,91 @@ def test_training_chain_one_task_per_stage_in_order(dagbag):
 
 
 # --------------------------------------------------------------------------------------------------
-# qp_core.pipeline: the shared step list
+# qp_core.nearline.steps, qp_core.lake, qp_core.ops.process: the shared step list, dates, the runner
 
 
 def test_date_range_and_validation():
-    assert pipeline.date_range("2026-02-27", "2026-03-02") == ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"]
+    assert lake.date_range("2026-02-27", "2026-03-02") == ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"]
     with pytest.raises(ValueError):
-        pipeline.date_range("2026-03-02", "2026-03-01")
+        lake.date_range("2026-03-02", "2026-03-01")
     for bad in ("2026-2-1", "2026-02-30", "x", ""):
         with pytest.raises(ValueError):
-            pipeline.check_date(bad)
+            lake.check_date(bad)
 
 
 def test_partition_date_from_interval_or_conf():
     from datetime import datetime, timezone
 
     start = datetime(2026, 11, 1, tzinfo=timezone.utc)
-    assert pipeline.partition_date(None, start) == "2026-11-01"
-    assert pipeline.partition_date("2026-10-31", start) == "2026-10-31"
+    assert lake.partition_date(None, start) == "2026-11-01"
+    assert lake.partition_date("2026-10-31", start) == "2026-10-31"
 
 
 def test_log_partition_sensor_and_shard_listing(tmp_path, monkeypatch):
     monkeypatch.setenv("QP_LAKE_ROOT", str(tmp_path))
     part = tmp_path / "raw/query_log/dt=2026-11-01"
-    assert not pipeline.log_partition_ready("2026-11-01")
+    assert not lake.log_partition_ready("2026-11-01")
     part.mkdir(parents=True)
-    assert not pipeline.log_partition_ready("2026-11-01")  # an empty folder is a partition still being written
+    assert not lake.log_partition_ready("2026-11-01")  # an empty folder is a partition still being written
     (part / "part-0.parquet").write_bytes(b"")
-    assert pipeline.log_partition_ready("2026-11-01")
+    assert lake.log_partition_ready("2026-11-01")
     part2 = tmp_path / "raw/query_log/dt=2026-11-02"
     part2.mkdir(parents=True)
     (part2 / "_SUCCESS").write_text("")
-    assert pipeline.log_partition_ready("2026-11-02")
+    assert lake.log_partition_ready("2026-11-02")
 
     prompts = tmp_path / "curated/prompts/dt=2026-11-01"
     for n in (2, 0, 10):
         (prompts / f"shard={n}").mkdir(parents=True)
     (prompts / "_SUCCESS").write_text("")
-    assert pipeline.list_shards("2026-11-01") == [0, 2, 10]
-    assert pipeline.list_shards("2026-11-02") == []
+    assert lake.prompt_shards("2026-11-01") == [0, 2, 10]
+    assert lake.prompt_shards("2026-11-02") == []
 
 
 def test_step_commands_are_the_jobs():
-    target = pipeline.Target("v1", "/models/v1", "compact", "r1", "nabc", active_namespace="nold")
-    python_steps = [s for s in pipeline.STEPS if s.runner == "python"]
+    target = steps.Target("v1", "/models/v1", "compact", "r1", "nabc", active_namespace="nold")
+    python_steps = [s for s in steps.STEPS if s.runner == "python"]
     for s in python_steps:
-        cmd = pipeline.command(s, "2026-11-01", target, [3] if s.per_shard else None)
+        cmd = steps.command(s, "2026-11-01", target, [3] if s.per_shard else None)
         assert cmd[:3] == [sys.executable, "-m", f"jobs.{s.job}"] and "--dt" in cmd
-    gen = pipeline.command(pipeline.step("generate"), "2026-11-01", target, [3, 7])
+    gen = steps.command(steps.step("generate"), "2026-11-01", target, [3, 7])
     assert [gen[i + 1] for i, a in enumerate(gen) if a == "--shard"] == ["3", "7"]
     assert gen[gen.index("--model-dir") + 1] == "/models/v1"
     with pytest.raises(ValueError):
-        pipeline.command(pipeline.step("generate"), "2026-11-01", target)
-    pub = pipeline.command(pipeline.step("publish"), "2026-11-01", target)
+        steps.command(steps.step("generate"), "2026-11-01", target)
+    pub = steps.command(steps.step("publish"), "2026-11-01", target)
     assert pub[pub.index("--namespace") + 1] == "nabc"
-    sample = pipeline.command(pipeline.step("sample"), "2026-11-01", target)
+    sample = steps.command(steps.step("sample"), "2026-11-01", target)
     assert sample[0].endswith("spark-submit") and any(a.endswith("jobs/sample.py") for a in sample)
     assert sample[sample.index("--previous-namespace") + 1] == "nold"
-    assert pipeline.Target.from_dict(target.to_dict()) == target
+    assert steps.Target.from_dict(target.to_dict()) == target
 
 
 def test_shard_groups_deal_round_robin():
-    assert pipeline.shard_groups([0, 1, 2, 3, 4], 2) == [[0, 2, 4], [1, 3]]
-    assert pipeline.shard_groups([0, 1, 2], 1) == [[0, 1, 2]]
-    assert pipeline.shard_groups([5, 1], 0) == [[1], [5]]
-    assert pipeline.shard_groups([0], 8) == [[0]]
-    assert pipeline.shard_groups([], 2) == []
+    assert steps.shard_groups([0, 1, 2, 3, 4], 2) == [[0, 2, 4], [1, 3]]
+    assert steps.shard_groups([0, 1, 2], 1) == [[0, 1, 2]]
+    assert steps.shard_groups([5, 1], 0) == [[1], [5]]
+    assert steps.shard_groups([0], 8) == [[0]]
+    assert steps.shard_groups([], 2) == []
 
 
 def test_run_command_streams_and_raises(caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="qp_core.pipeline")
-    rc = pipeline.run_command([sys.executable, "-c", "print('hello'); print('world')"], label="t")
+    caplog.set_level(logging.INFO, logger="qp_core.ops.process")
+    rc = process.run_command([sys.executable, "-c", "print('hello'); print('world')"], label="t")
     assert rc == 0 and "[t] hello" in caplog.text and "[t] world" in caplog.text
-    with pytest.raises(pipeline.StepFailed) as err:
-        pipeline.run_command([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], label="bad")
+    with pytest.raises(process.StepFailed) as err:
+        process.run_command([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], label="bad")
     assert err.value.returncode == 3 and "boom" in err.value.tail
 
 
 def test_training_commands_share_the_run_folder():
-    run_id = pipeline.safe_run_id("scheduled__2026-11-01T03:00:00+00:00")
+    run_id = training_steps.safe_run_id("scheduled__2026-11-01T03:00:00+00:00")
     assert ":" not in run_id and "+" not in run_id
-    cmds = [pipeline.training_command(s.name, run_id, "tiny") for s in pipeline.TRAINING_STEPS]
+    cmds = [training_steps.training_command(s.name, run_id, "tiny") for s in training_steps.TRAINING_STEPS]
     assert all(c[c.index("--run-id") + 1] == run_id for c in cmds)
-    stages = {s.name: c for s, c in zip(pipeline.TRAINING_STEPS, cmds)}
+    stages = {s.name: c for s, c in zip(training_steps.TRAINING_STEPS, cmds)}
     assert stages["sft1"][stages["sft1"].index("--stage") + 1] == "1"
     assert stages["sft2"][stages["sft2"].index("--stage") + 1] == "2"
-    assert [s.name for s in pipeline.TRAINING_STEPS][-1] == "promote"
+    assert [s.name for s in training_steps.TRAINING_STEPS][-1] == "promote"

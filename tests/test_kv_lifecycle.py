@@ -18,7 +18,7 @@ import pytest
 
 from qp_core.kv import Janitor, KVAdmin, KVError, KVPublisher, LeaseLost, PublishLease, faults
 from qp_core.kv.manifest import DATA_FILE, manifest_dir, read_manifest, reconcile_manifest
-from tests.test_kv import QUERIES, all_values, make_rows, settings
+from tests.test_kv_store import QUERIES, all_values, make_rows, settings
 
 pytestmark = pytest.mark.redis
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,7 +185,7 @@ def wait_lease_gone(admin: KVAdmin, ns: str, limit_s: float = 30.0) -> None:
 
 
 def daily(ns: str, dt: str, **kw):
-    from qp_core.kv.daily import publish_day
+    from qp_core.nearline.publish import publish_day
 
     return publish_day(dt, ns, settings=settings(**kw))
 
@@ -194,7 +194,7 @@ def daily(ns: str, dt: str, **kw):
 def test_killed_publish_rerun_leaves_exact_key_count_and_manifest(lake, clean_redis, point, nth):
     write_partition(lake, "2026-11-01", make_rows(QUERIES, "A"))
     run_killed(clean_redis, point, """
-        from qp_core.kv.daily import publish_day
+        from qp_core.nearline.publish import publish_day
         publish_day("2026-11-01", "nsA", settings=s)
     """, env={"QP_LAKE_ROOT": str(lake)}, settings_kw={"lease_ttl_s": 5.0}, nth=nth)
     admin = KVAdmin(settings=settings(), redis=KVPublisher(clean_redis, settings=settings()).r)
@@ -243,7 +243,7 @@ def test_manifest_survives_a_kill_before_its_replace(lake, clean_redis):
     assert len(day1) == 40
     write_partition(lake, "2026-11-02", make_rows(QUERIES[40:], "A"))
     run_killed(clean_redis, "manifest.before_replace", """
-        from qp_core.kv.daily import publish_day
+        from qp_core.nearline.publish import publish_day
         publish_day("2026-11-02", "nsA", settings=s)
     """, env={"QP_LAKE_ROOT": str(lake)}, settings_kw={"lease_ttl_s": 0.5})
     assert read_manifest("nsA") == day1, "the old manifest is whole after the kill"
@@ -269,9 +269,9 @@ def promote_model(tmp_path, monkeypatch, name: str) -> str:
 
 def test_manifest_entries_lost_in_redis_are_dropped_so_they_are_selected_again(lake, clean_redis, tmp_path,
                                                                                  monkeypatch):
-    from qp_core.kv.daily import reconcile_target
+    from qp_core.nearline.publish import reconcile_target
     from qp_core.kv.layout import Keys
-    from qp_core.pipeline import resolve_target
+    from qp_core.nearline.steps import resolve_target
 
     promote_model(tmp_path, monkeypatch, "tiny")
     ns = resolve_target().namespace

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from qp_core.kv import Janitor, KVAdmin, KVError, KVPublisher, PublishLease, QPClient, decode_value
-from tests.test_kv import QUERIES, make_rows, settings
+from tests.test_kv_store import QUERIES, make_rows, settings
 
 pytestmark = pytest.mark.redis
 

@@ -1,6 +1,6 @@
 """`qp backfill --start D1 --end D2`: re-run the daily pipeline over a date range.
 
-Two ways, same steps (``qp_core.pipeline``), same result (every step overwrites its own partition, so a
+Two ways, same steps (``qp_core.nearline.steps``), same result (every step overwrites its own partition, so a
 backfill over dates already processed changes nothing):
 
 * serial (default): date by date, step by step, in this process's shell — laptop-friendly, no scheduler;
@@ -17,7 +17,9 @@ import time
 import typer
 from rich.console import Console
 
-from qp_core import pipeline
+from qp_core import lake
+from qp_core.nearline import steps
+from qp_core.ops import process
 
 app = typer.Typer(help=__doc__.splitlines()[0], invoke_without_command=True)
 console = Console(stderr=True)
@@ -36,7 +38,7 @@ def backfill(
 ) -> None:
     """Backfill the daily pipeline from START to END (inclusive)."""
     try:
-        dates = pipeline.date_range(start, end)
+        dates = lake.date_range(start, end)
     except ValueError as exc:
         console.print(f"[red]✗ {exc}[/]")
         raise typer.Exit(2)
@@ -51,8 +53,8 @@ def _serial_backfill(dates: list[str], keep_going: bool) -> bool:
     from qp_core.commands.run import progress_printer
 
     try:
-        target = pipeline.resolve_target()
-    except pipeline.NoProductionModel as exc:
+        target = steps.resolve_target()
+    except steps.NoProductionModel as exc:
         console.print(f"[red]✗ {exc}[/]")
         return False
     console.print(f"[bold]serial backfill[/] {dates[0]} → {dates[-1]} ({len(dates)} dates), "
@@ -63,9 +65,9 @@ def _serial_backfill(dates: list[str], keep_going: bool) -> bool:
         console.rule(dt)
         try:
             # the target is re-resolved per date: a promotion mid-backfill applies from the next date on
-            report = pipeline.run_day(dt, on_step=progress_printer("  "))
+            report = steps.run_day(dt, on_step=progress_printer("  "))
             console.print(f"[green]✓ {dt}[/] {report.seconds:.1f}s")
-        except (pipeline.StepFailed, FileNotFoundError, pipeline.NoProductionModel) as exc:
+        except (process.StepFailed, FileNotFoundError, steps.NoProductionModel) as exc:
             failed.append(dt)
             console.print(f"[red]✗ {dt}: {exc}[/]")
             if not keep_going:
@@ -75,25 +77,26 @@ def _serial_backfill(dates: list[str], keep_going: bool) -> bool:
 
 
 def _airflow_backfill(start: str, end: str, port: int | None, start_standalone: bool, timeout: float) -> bool:
-    from qp_core import airflow_home
+    from qp_core.ops import airflow_local
+    from qp_core.ops.airflow_settings import settings
 
-    port = port or airflow_home.settings().api_port
+    port = port or settings().api_port
     proc = None
     if start_standalone:
-        proc = airflow_home.start_standalone(api_port=port)
-        console.print(f"airflow standalone starting on port {port} (home {airflow_home.home_dir()}) …")
+        proc = airflow_local.start_standalone(api_port=port)
+        console.print(f"airflow standalone starting on port {port} (home {airflow_local.home_dir()}) …")
     try:
-        airflow_home.wait_for_api(port, proc=proc, timeout=600)
+        airflow_local.wait_for_api(port, proc=proc, timeout=600)
         console.print(f"API up: http://localhost:{port}  — creating backfill {start} → {end}")
 
         def on_poll(states: dict[str, str]) -> None:
             console.print("  " + ", ".join(f"{d}: {s}" for d, s in sorted(states.items())) or "  (no runs yet)")
 
-        states = airflow_home.native_backfill("qp_nearline_daily", start, end, api_port=port, timeout=timeout,
+        states = airflow_local.native_backfill("qp_nearline_daily", start, end, api_port=port, timeout=timeout,
                                               on_poll=on_poll)
     finally:
         if proc is not None:
-            airflow_home.stop_standalone(proc)
+            airflow_local.stop_standalone(proc)
             console.print("airflow standalone stopped")
     ok = all(s == "success" for s in states.values())
     console.print(("[green]✓" if ok else "[red]✗") + f" backfill {start} → {end}: {states}[/]")

@@ -1,6 +1,6 @@
 """`qp demo` (`make demo`): the daily pipeline end to end on a fresh machine, through Airflow.
 
-1. start a real redis-server (``qp_core.redis_server``; it stays up afterwards),
+1. start a real redis-server (``qp_core.ops.redis_server``; it stays up afterwards),
 2. generate the synthetic world unless the lake already has one,
 3. obtain a model: the registry's production model, else ``qp train quick`` (tiny profile, minutes on CPU),
 4. run ``qp_nearline_daily`` for one date through Airflow (``airflow dags test`` in ``$QP_HOME/airflow``),
@@ -14,50 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from qp_core import paths
+from qp_core.ops.process import PeakMemory, run_command
 
 app = typer.Typer(help="End-to-end demo of the daily pipeline.", invoke_without_command=True)
 console = Console()
-
-
-class PeakMemory:
-    """Samples the RSS of this process and all its descendants; ``peak`` in bytes."""
-
-    def __init__(self, interval: float = 0.5):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
 
 
 def _step(n: int, text: str) -> None:
@@ -66,21 +34,6 @@ def _step(n: int, text: str) -> None:
 
 def _newest_log_date() -> str | None:
     return paths.newest_partition("raw/query_log")
-
-
-def _stream(cmd: list[str], log_path: Path, env: dict | None = None, show=None) -> int:
-    """Run ``cmd`` with its full output in ``log_path``; echo the lines ``show(line)`` selects."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", bufsize=1, cwd=str(paths.REPO_ROOT))
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            text = show(line) if show else line.rstrip()
-            if text:
-                console.print(text, markup=False, highlight=False)
-        return proc.wait()
 
 
 def _airflow_progress(line: str) -> str | None:
@@ -117,76 +70,26 @@ def demo(
         os.environ["QP__SAMPLING__DAILY_BUDGET"] = str(budget)
     console.print(f"[bold]QP nearline demo[/]  QP_HOME={paths.qp_home()}")
     timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):
+        t = time.monotonic()
+        out = fn(*args)
+        timings[name] = time.monotonic() - t
+        return out
+
     with PeakMemory() as mem:
-        # 1. Redis
         _step(1, "Redis")
-        t = time.monotonic()
-        from qp_core import redis_server
-
-        server = redis_server.start()
-        console.print(f"redis-server at {server.url} (pid {server.pid}); URL recorded in {redis_server.url_file()}")
-        timings["redis"] = time.monotonic() - t
-
-        # 2. world
+        server = timed("redis", _start_redis)
         _step(2, "synthetic world")
-        t = time.monotonic()
-        if _newest_log_date() and paths.dataset("raw/annotations").exists():
-            console.print(f"world present in {paths.lake_root()}")
-        else:
-            from qp_core import world
-
-            console.print(f"generating the synthetic world into {paths.lake_root()} …")
-            info = world.generate(paths.lake_root(), progress=lambda m: console.print(f"  {m}"))
-            console.print(f"  done: { {k: v for k, v in info.items() if not isinstance(v, (dict, list))} }")
-        timings["world"] = time.monotonic() - t
+        timed("world", _ensure_world)
         dt = dt or _newest_log_date()
         if not dt:
             console.print("[red]no query-log partition in the lake[/]")
             raise typer.Exit(1)
-
-        # 3. model
         _step(3, "model")
-        t = time.monotonic()
-        from qp_core import registry
-
-        record = registry.production()
-        if record is None:
-            console.print("no production model: bootstrapping one with `qp train quick` (tiny profile) …")
-            rc = subprocess.call([sys.executable, "-m", "qp_core.cli", "train", "quick"], cwd=str(paths.REPO_ROOT))
-            record = registry.production()
-            if rc != 0 or record is None:
-                console.print("[red]✗ qp train quick did not produce a production model[/]")
-                raise typer.Exit(1)
-        console.print(f"production model {record.version} ({record.profile}, rules {record.rules_mode}) at {record.path}")
-        promotion = registry.promotion()
-        if promotion.get("forced"):
-            console.print(
-                f"[yellow]! {record.version} went live without passing the promotion gate (a bootstrap): "
-                f"{'; '.join(promotion.get('gate', []))}. Its answers are contract-valid (query grammar) but "
-                f"behind the legacy pipeline; `make train` (~21 min) trains one that passes the gate.[/]"
-            )
-        if not strict:
-            _relax_gate_for_weak_model(record)
-        timings["model"] = time.monotonic() - t
-
-        # 4. Airflow
+        timed("model", _ensure_model, strict)
         _step(4, f"qp_nearline_daily for dt={dt} through Airflow")
-        t = time.monotonic()
-        from qp_core import airflow_home
-
-        home = airflow_home.ensure_db()
-        log_path = home / f"demo-{dt}.log"
-        console.print(f"airflow dags test in {home} (full log: {log_path})")
-        cmd = airflow_home.airflow_cli() + ["dags", "test", "qp_nearline_daily", dt, "-c", json.dumps({"dt": dt})]
-        _stream(cmd, log_path, env=airflow_home.airflow_env(home), show=_airflow_progress)
-        state = airflow_home.last_run_state("qp_nearline_daily", home=home)
-        timings["airflow"] = time.monotonic() - t
-        console.print(f"DAG run state: [bold]{state}[/] ({timings['airflow']:.0f}s)")
-        if state != "success":
-            console.print(f"[red]✗ the DAG run did not succeed; see {log_path}[/]")
-            raise typer.Exit(1)
-
-        # 5. read back
+        timed("airflow", _run_dag, dt)
         _step(5, "results")
         _print_quality(dt)
         _print_samples(dt, samples)
@@ -197,11 +100,81 @@ def demo(
     console.print(f"Redis stays up at {server.url}. Try:  [bold]qp kv get '<query>'[/]   ·   stop: [bold]make stop[/]")
 
 
+def _start_redis():
+    """1. a real redis-server that stays up after the demo (its URL file makes ``qp kv get`` work)."""
+    from qp_core.ops import redis_server
+
+    server = redis_server.start()
+    console.print(f"redis-server at {server.url} (pid {server.pid}); URL recorded in {redis_server.url_file()}")
+    return server
+
+
+def _ensure_world() -> None:
+    """2. the synthetic world, unless the lake already has one."""
+    if _newest_log_date() and paths.dataset("raw/annotations").exists():
+        console.print(f"world present in {paths.lake_root()}")
+        return
+    from qp_core import world
+
+    console.print(f"generating the synthetic world into {paths.lake_root()} …")
+    info = world.generate(paths.lake_root(), progress=lambda m: console.print(f"  {m}"))
+    console.print(f"  done: { {k: v for k, v in info.items() if not isinstance(v, (dict, list))} }")
+
+
+def _ensure_model(strict: bool) -> None:
+    """3. the registry's production model, else ``qp train quick`` (tiny profile, minutes on CPU)."""
+    from qp_core import registry
+
+    record = registry.production()
+    if record is None:
+        console.print("no production model: bootstrapping one with `qp train quick` (tiny profile) …")
+        rc = run_command([sys.executable, "-m", "qp_core.cli", "train", "quick"], check=False, label="train quick",
+                         on_line=lambda line: console.print(line, markup=False, highlight=False))
+        record = registry.production()
+        if rc != 0 or record is None:
+            console.print("[red]✗ qp train quick did not produce a production model[/]")
+            raise typer.Exit(1)
+    console.print(f"production model {record.version} ({record.profile}, rules {record.rules_mode}) at {record.path}")
+    promotion = registry.promotion()
+    if promotion.get("forced"):
+        console.print(
+            f"[yellow]! {record.version} went live without passing the promotion gate (a bootstrap): "
+            f"{'; '.join(promotion.get('gate', []))}. Its answers are contract-valid (query grammar) but "
+            f"behind the legacy pipeline; `make train` (~21 min) trains one that passes the gate.[/]"
+        )
+    if not strict:
+        _relax_gate_for_weak_model(record)
+
+
+def _run_dag(dt: str) -> None:
+    """4. one run of ``qp_nearline_daily`` through ``airflow dags test``; progress lines echoed, full log kept."""
+    from qp_core.ops import airflow_local
+
+    t = time.monotonic()
+    home = airflow_local.ensure_db()
+    log_path = home / f"demo-{dt}.log"
+    console.print(f"airflow dags test in {home} (full log: {log_path})")
+    cmd = airflow_local.airflow_cli() + ["dags", "test", "qp_nearline_daily", dt, "-c", json.dumps({"dt": dt})]
+    run_command(cmd, env=airflow_local.airflow_env(home), check=False, label="airflow", log_path=log_path,
+                on_line=_echo_progress)
+    state = airflow_local.last_run_state("qp_nearline_daily", home=home)
+    console.print(f"DAG run state: [bold]{state}[/] ({time.monotonic() - t:.0f}s)")
+    if state != "success":
+        console.print(f"[red]✗ the DAG run did not succeed; see {log_path}[/]")
+        raise typer.Exit(1)
+
+
+def _echo_progress(line: str) -> None:
+    text = _airflow_progress(line)
+    if text:
+        console.print(text, markup=False, highlight=False)
+
+
 def _relax_gate_for_weak_model(record) -> None:
     """A CPU bootstrap model (`qp train quick`) may not yet produce valid JSON (docs/training.md). The demo
     then shows the pipeline with the legacy fallback (src=fallback) instead of stopping at the quality gate;
     the gate itself is unchanged for real runs, and ``--strict`` keeps it here too."""
-    from qp_core.generate import load_generation_settings
+    from qp_core.nearline.settings import load_generation_settings
 
     threshold = load_generation_settings().validation.min_valid_rate
     golden_valid = (record.metrics or {}).get("valid_rate")

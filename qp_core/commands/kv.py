@@ -103,9 +103,9 @@ def _operate(fn):
 
 
 def _production_version() -> str | None:
-    from qp_core.kv.daily import _production_version as production
+    from qp_core.nearline.publish import production_version
 
-    return production()
+    return production_version()
 
 
 @app.command()
@@ -196,6 +196,6 @@ def reconcile(
     url: str = typer.Option(None, help=URL_HELP),
 ) -> None:
     """Drop lake-manifest entries the namespace no longer holds in Redis (the next sample selects them again)."""
-    from qp_core.kv.daily import reconcile_target
+    from qp_core.nearline.publish import reconcile_target
 
     typer.echo(json.dumps(_operate(lambda: reconcile_target(namespace, url))))

@@ -1,11 +1,11 @@
-"""`qp redis start|stop|status|url`: the local redis-server used by the demo (see qp_core.redis_server)."""
+"""`qp redis start|stop|status|url`: the local redis-server used by the demo (see qp_core.ops.redis_server)."""
 
 from __future__ import annotations
 
 import typer
 from rich.console import Console
 
-from qp_core import redis_server
+from qp_core.ops import redis_server
 
 app = typer.Typer(help="Start/stop the local redis-server used by the demo.", no_args_is_help=True)
 console = Console()

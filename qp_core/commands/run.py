@@ -1,6 +1,6 @@
 """`qp run`: run the daily pipeline (or single steps) for one date, without Airflow.
 
-The commands are exactly those the DAG's tasks run (``qp_core.pipeline.STEPS``), so a step can be
+The commands are exactly those the DAG's tasks run (``qp_core.nearline.steps.STEPS``), so a step can be
 re-run by hand while debugging a failed Airflow task.
 """
 
@@ -9,14 +9,16 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from qp_core import pipeline
+from qp_core import lake
+from qp_core.nearline import steps
+from qp_core.ops import process
 
 app = typer.Typer(help="Run the daily pipeline or one of its steps for a date.", no_args_is_help=True)
 console = Console(stderr=True)
 
 
 def progress_printer(prefix: str = ""):
-    """``on_step`` callback of :func:`qp_core.pipeline.run_day` printing one line per step."""
+    """``on_step`` callback of :func:`qp_core.nearline.steps.run_day` printing one line per step."""
 
     def on_step(name: str, shards: list[int] | None, status: str, seconds: float) -> None:
         label = f"{name} (shards {','.join(map(str, shards))})" if shards is not None else name
@@ -31,7 +33,7 @@ def progress_printer(prefix: str = ""):
 @app.command("list")
 def list_steps() -> None:
     """List the steps of the daily pipeline in order."""
-    for s in pipeline.STEPS:
+    for s in steps.STEPS:
         typer.echo(f"{s.name:<10} {s.runner:<6} jobs/{s.job}.py{'  (per shard)' if s.per_shard else ''}  {s.doc}")
 
 
@@ -42,8 +44,8 @@ def run_day(
 ) -> None:
     """Run all steps (or the chosen ones) for DT in the DAG's order."""
     try:
-        report = pipeline.run_day(dt, steps=steps or None, on_step=progress_printer())
-    except (pipeline.StepFailed, pipeline.NoProductionModel, FileNotFoundError, ValueError) as exc:
+        report = steps.run_day(dt, steps=steps or None, on_step=progress_printer())
+    except (process.StepFailed, steps.NoProductionModel, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]✗ {exc}[/]")
         raise typer.Exit(1)
     console.print(f"[bold green]{dt} done[/] in {report.seconds:.1f}s (namespace {report.target.namespace})")
@@ -51,24 +53,24 @@ def run_day(
 
 @app.command("step")
 def run_step(
-    name: str = typer.Argument(..., help=f"one of: {', '.join(pipeline.STEP_NAMES)}"),
+    name: str = typer.Argument(..., help=f"one of: {', '.join(steps.STEP_NAMES)}"),
     dt: str = typer.Option(..., "--dt", help="partition date YYYY-MM-DD"),
     shards: list[int] = typer.Option(None, "--shard", help="shard number, repeatable (generate; default all)"),
     print_only: bool = typer.Option(False, "--print", help="print the command instead of running it"),
 ) -> None:
     """Run one step for DT (the same command line the Airflow task runs)."""
     try:
-        target = pipeline.resolve_target()
-        s = pipeline.step(name)
-        group = (list(shards) or pipeline.list_shards(dt)) if s.per_shard else None
+        target = steps.resolve_target()
+        s = steps.step(name)
+        group = (list(shards) or lake.prompt_shards(dt)) if s.per_shard else None
         if s.per_shard and not group:
             console.print(f"no prompt shards for {dt}: nothing to generate")
             return
         if print_only:
-            typer.echo(" ".join(pipeline.command(s, dt, target, group)))
+            typer.echo(" ".join(steps.command(s, dt, target, group)))
         else:
-            seconds = pipeline.run_step(name, dt, target, group)
+            seconds = steps.run_step(name, dt, target, group)
             console.print(f"[green]✓[/] {name} {seconds:.1f}s")
-    except (pipeline.StepFailed, pipeline.NoProductionModel, KeyError, ValueError) as exc:
+    except (process.StepFailed, steps.NoProductionModel, KeyError, ValueError) as exc:
         console.print(f"[red]✗ {exc}[/]")
         raise typer.Exit(1)

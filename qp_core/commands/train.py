@@ -1,6 +1,6 @@
 """`qp train`: the training chain in-process (chain, quick, one stage, ablations) and the model registry.
 
-Thin: options are parsed here, the work is ``qp_core.training.chain``. The Airflow DAG runs the same
+Thin: options are parsed here, the work is ``qp_core.training`` (``run``, ``stages``, ``ablation``). The Airflow DAG runs the same
 stage functions one per task through ``jobs/<stage>.py``.
 """
 
@@ -23,7 +23,7 @@ def _console():
 
 
 def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
-    from qp_core.training.chain import make_context
+    from qp_core.training.run import make_context
 
     console = console or _console()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -62,7 +62,7 @@ def chain(
                                  "(`airflow dags test` in the local AIRFLOW_HOME) instead of in-process (`make train`)."),
 ) -> None:
     """Run the whole chain stage by stage and print the report paths (`make train`)."""
-    from qp_core.training.chain import run_chain
+    from qp_core.training.stages import run_chain
 
     console = _console()
     t0 = time.time()
@@ -79,13 +79,13 @@ def _chain_through_airflow(console, profile: str, dt: Optional[str], t0: float) 
     """One run of the DAG qp_training_chain (each stage a task running ``python -m jobs.<stage>``)."""
     import datetime as _dt
 
-    from qp_core import airflow_home
-    from qp_core.training.chain import ensure_world, training_root
+    from qp_core.ops import airflow_local
+    from qp_core.training.run import ensure_world, training_root
 
     ensure_world()
     logical = dt or _dt.date.today().isoformat()
     console.rule(f"training chain through Airflow — qp_training_chain {logical} (profile {profile})")
-    state = airflow_home.dags_test("qp_training_chain", logical, {"profile": profile})
+    state = airflow_local.dags_test("qp_training_chain", logical, {"profile": profile})
     runs = sorted((training_root() / "runs").glob("*"), key=lambda p: p.stat().st_mtime)
     console.rule("reports")
     if runs:
@@ -104,7 +104,7 @@ def quick(
 ) -> None:
     """Bootstrap the demo's model: tokenizer + tiny model + short SFT + register + promote (minutes on CPU)."""
     from qp_core import registry
-    from qp_core.training.chain import run_chain
+    from qp_core.training.stages import run_chain
 
     console = _console()
     current = registry.production()
@@ -127,7 +127,7 @@ def stage(
     rerun: bool = typer.Option(False, help="Run again even if it finished."),
 ) -> None:
     """Run one stage of a run (resumes from its checkpoint)."""
-    from qp_core.training.chain import run_stage
+    from qp_core.training.stages import run_stage
 
     ctx = _ctx(section, profile, run_id, dt, False)
     info = run_stage(ctx, name, rerun=rerun)
@@ -143,7 +143,8 @@ def ablation(
     steps: Optional[int] = typer.Option(None, help="SFT steps per isolated model (default: stage-1 steps)."),
 ) -> None:
     """Ablations as commands: task-isolated models (Table 2) and context off (no history/notes)."""
-    from qp_core.training.chain import ablation_report, run_chain, run_isolated_ablation
+    from qp_core.training.ablation import ablation_report, run_isolated_ablation
+    from qp_core.training.stages import run_chain
 
     console = _console()
     ctx = _ctx(section, profile, run_id, None, False, True, console)

@@ -10,14 +10,15 @@ Settings come from ``conf/generation.yaml`` (section ``engine``), then the model
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from qp_core.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,9 @@ class Generation:
         return asdict(self)
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(Settings):
     """How to run a model. Field names are the YAML keys of ``conf/generation.yaml`` → ``engine``."""
 
-    model_config = ConfigDict(extra="forbid")
     backend: Literal["vllm", "hf"] = "vllm"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -122,56 +122,3 @@ def render_chat(tokenizer: Any, messages: Messages) -> list[int]:
     if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
         ids = ids["input_ids"]
     return list(ids)
-
-
-def model_profile_name(model_dir: str | Path) -> str | None:
-    """The profile a model directory was made with: ``qp_model.json`` (created) or ``meta.json`` (registry)."""
-    for name in ("meta.json", "qp_model.json"):
-        path = Path(model_dir) / name
-        if path.exists():
-            try:
-                prof = json.loads(path.read_text(encoding="utf-8")).get("profile")
-            except (OSError, ValueError):
-                continue
-            if prof:
-                return str(prof)
-    return None
-
-
-def engine_settings_for(model_dir: str | Path, base: EngineSettings | None = None, profile: str | None = None) -> EngineSettings:
-    """``base`` (conf/generation.yaml) with the model profile's dtype, lengths and ``engine`` overrides on top."""
-    from qp_core.config import ConfigError
-    from qp_core.modeling import load_profile
-
-    base = base or EngineSettings()
-    name = profile or model_profile_name(model_dir)
-    if not name:
-        return base
-    try:
-        prof = load_profile(name)
-    except ConfigError:
-        logger.warning("model %s names profile %r which has no conf file; using engine defaults", model_dir, name)
-        return base
-    data = base.model_dump()
-    data.update(
-        dtype=prof.dtype if base.dtype == "auto" else base.dtype,
-        max_model_len=prof.max_model_len,
-        max_prompt_tokens=prof.max_prompt_tokens,
-        max_new_tokens=prof.max_new_tokens,
-    )
-    data.update(prof.engine)
-    return EngineSettings.model_validate(data)
-
-
-def make_engine(model_dir: str | Path, settings: EngineSettings | None = None) -> GenerationEngine:
-    """Start the engine ``settings.backend`` names on ``model_dir``. vLLM needs a ``__main__`` guard in scripts."""
-    settings = settings or EngineSettings()
-    if settings.backend == "vllm":
-        from qp_core.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model_dir, settings)
-    if settings.backend == "hf":
-        from qp_core.engines.hf_engine import HFEngine
-
-        return HFEngine(model_dir, settings)
-    raise ValueError(f"unknown engine backend {settings.backend!r}")

@@ -366,7 +366,7 @@ class KVAdmin:
         """Point readers back at the previous namespace (head of the history) and PIN it there.
 
         The pin makes the rollback stick: the daily run's auto-activation is refused until ``unpin`` or a
-        registry production version other than ``registry_version`` (a new promotion, see ``kv.daily``).
+        registry production version other than ``registry_version`` (a new promotion, see ``nearline.publish``).
         """
         current = self.active()
         hist = self.history()

@@ -14,18 +14,17 @@ import os
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from qp_core.config import load_settings
-from qp_core.redis_server import url_file
+from qp_core.config import Settings, load_settings
+from qp_core.paths import redis_url_file as url_file
 
 
 class KVConfigError(RuntimeError):
     """No Redis URL could be resolved, or the configuration is unusable."""
 
 
-class SSLSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SSLSettings(Settings):
     ca_certs: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
@@ -33,10 +32,9 @@ class SSLSettings(BaseModel):
     check_hostname: bool = True
 
 
-class KVSettings(BaseModel):
+class KVSettings(Settings):
     """Typed ``conf/kv.yaml``; every field is documented in that file and in docs/kv-spec.md."""
 
-    model_config = ConfigDict(extra="forbid")
     url: str | None = None
     airflow_conn_id: str | None = "qp_redis"
     prefix: str = Field("qp", pattern=r"^[A-Za-z0-9_.-]+$")

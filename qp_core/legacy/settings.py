@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from qp_core.config import load_settings
+from qp_core.config import Settings, load_settings
 
 
-class LegacySettings(BaseModel):
+class LegacySettings(Settings):
     # fit on the first N annotation days (dt partitions, oldest first); None/0 = every partition
     snapshot_days: int | None = Field(2, ge=0)
 

@@ -18,7 +18,7 @@ from qp_core import paths
 from qp_core.nearline.sample import QUERY_LOG, QUERY_SAMPLE, normalized_log
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import render_note_batches, tokenize_batches
-from qp_core.spark import path_exists, run_sql
+from qp_core.ops.spark import path_exists, run_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession

@@ -23,7 +23,7 @@ from qp_core import paths
 from qp_core.nearline.context import QUERY_CONTEXT
 from qp_core.nearline.sample import QUERY_SAMPLE
 from qp_core.nearline.settings import SamplingSettings
-from qp_core.spark import path_exists
+from qp_core.ops.spark import path_exists
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from qp_core import paths
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import normalize_batches
-from qp_core.spark import path_exists, run_sql
+from qp_core.ops.spark import path_exists, run_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession

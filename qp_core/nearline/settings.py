@@ -1,15 +1,21 @@
-"""``conf/sampling.yaml``: what operations tune in the sample / context / prompts jobs."""
+"""Settings of the nearline steps: ``conf/sampling.yaml`` (sample / context / prompts Spark jobs) and
+``conf/generation.yaml`` (the engine of the generate step, the quality gate of the validate step).
+
+Why one module: generate and validate both read ``conf/generation.yaml``; with its model here neither
+step imports the other.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from qp_core.config import load_settings
+from qp_core.config import Settings, load_settings
+from qp_core.engines.base import EngineSettings
 
 
-class SamplingSettings(BaseModel):
+class SamplingSettings(Settings):
     # sample
     max_query_chars: int = Field(64, ge=1)
     refresh_days: int = Field(14, ge=1)
@@ -33,3 +39,25 @@ class SamplingSettings(BaseModel):
 
 def load_sampling_settings(**overrides) -> SamplingSettings:
     return load_settings("sampling", SamplingSettings, **overrides)
+
+
+class ValidationSettings(Settings):
+    """``conf/generation.yaml`` → ``validation``."""
+
+    min_valid_rate: float = Field(0.8, ge=0, le=1)  # share of rows whose model output validated
+    min_rows_for_gate: int = Field(1, ge=0)  # below this many rows the gate is not applied (reported only)
+    require_all_shards: bool = True  # every prompts shard must have its generations file
+    error_examples: int = Field(5, ge=0)  # rows quoted in the report per error kind
+
+
+class GenerationSettings(Settings):
+    """``conf/generation.yaml``: the engine, and the validation/quality gate of the next step."""
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    # rows per engine call inside a shard (progress granularity; vLLM batches within a call)
+    chunk_rows: int = Field(256, ge=1)
+
+
+def load_generation_settings(**overrides: Any) -> GenerationSettings:
+    return load_settings("generation", GenerationSettings, **overrides)

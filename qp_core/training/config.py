@@ -9,14 +9,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from qp_core.config import ConfigError, load_conf
+from qp_core.config import ConfigError, Settings, load_conf
 from qp_core.registry import GateSettings
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Model(Settings):
+    """Base of the training settings sections (unknown keys rejected, like every settings model)."""
 
 
 class AuxSettings(_Model):

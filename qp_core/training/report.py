@@ -12,6 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from qp_core.training.config import TrainingSettings
+from qp_core.training.run import ChainContext, stage_done
+
 logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = (
@@ -161,3 +164,58 @@ def write_report(
     paths["md"] = out / "report.md"
     paths["md"].write_text("\n".join(md), encoding="utf-8")
     return paths
+
+
+# ------------------------------------------------------------------------------------------ run notes
+# The prose under the chain report's table: settings that shaped the run and what each stage changed.
+
+ROW_NAMES = {
+    "legacy": "legacy pipeline",
+    "base": "stage 0 (base)",
+    "sft1": "stage 1 SFT (unified + λ·aux)",
+    "sft2": "stage 2 SFT (recent)",
+    "grpo": "stage 3 GRPO",
+}
+
+
+def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "served"}
+
+
+def report_notes(ctx: ChainContext, results: dict[str, dict[str, Any]]) -> list[str]:
+    s = ctx.settings
+    notes = [
+        f"profile {s.profile} (rules_mode {ctx.rules_mode}), section {s.section}, context {'on' if s.context else 'off'}",
+        f"stage 1 mixing: λ = {s.sft1.lambda_aux} as a sampling fraction (aux rows = round(λ·N_unified))",
+        f"GRPO: multi_objective_aggregation={s.grpo.multi_objective_aggregation}, β={s.grpo.beta}, "
+        f"G={s.grpo.num_generations}, weights={effective_weights(s)}",
+    ]
+    filt = stage_done(ctx, "filter")
+    if filt:
+        sm = filt.get("summary", {})
+        notes.append(f"GRPO filter kept {sm.get('kept')}/{sm.get('candidates')} prompts; kept fraction per task "
+                     f"{sm.get('kept_fraction_per_task')}")
+    order = [n for n in ("base", "sft1", "sft2", "grpo") if n in results]
+    for prev, cur in zip(order, order[1:]):
+        d = results[cur].get("overall", 0) - results[prev].get("overall", 0)
+        verdict = "helps" if d > 0.05 else "does not help" if d < -0.05 else "no measurable change"
+        notes.append(f"{ROW_NAMES[cur]} vs {ROW_NAMES[prev]}: Overall {d:+.2f} ({verdict})")
+    if "legacy" in results and order:
+        last = order[-1]
+        d = results[last].get("overall", 0) - results["legacy"].get("overall", 0)
+        notes.append(f"final stage vs legacy pipeline: Overall {d:+.2f} (the model's own outputs; invalid = empty)")
+        served = results[last].get("served")
+        if served:
+            d = served.get("overall", 0) - results["legacy"].get("overall", 0)
+            notes.append(f"final stage as served vs legacy pipeline: Overall {d:+.2f} — what the nearline would "
+                         f"publish: its valid outputs, the legacy answer for the {100 * served['fallback_rate']:.1f}% "
+                         f"that fail validation; the promotion gate compares this")
+    return notes
+
+
+def effective_weights(s: TrainingSettings) -> dict[str, float]:
+    if s.grpo.weights:
+        return dict(s.grpo.weights)
+    from qp_core.rewards import load_reward_settings
+
+    return dict(load_reward_settings().weights)

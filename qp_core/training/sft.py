@@ -4,7 +4,7 @@ Why prompt/completion instead of a ``messages`` column with ``assistant_only_los
 prompt with ``add_generation_prompt=True`` and the completion after it, and builds ``completion_mask``
 from that boundary, so masking does not depend on ``{% generation %}`` markers in each profile's chat
 template (gemma's and Qwen's templates lack them). ``packing`` stays off: packed rows would let one
-example attend to another's tokens; ``tests/test_training.py`` checks the labels are -100 exactly on
+example attend to another's tokens; ``tests/test_training_chain.py`` checks the labels are -100 exactly on
 the prompt tokens.
 
 Resumable: checkpoints go to ``<out>/checkpoint-*`` and a rerun resumes from the newest one; the final

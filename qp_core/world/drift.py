@@ -34,8 +34,9 @@ import logging
 import random
 from functools import lru_cache
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from qp_core.config import Settings
 from qp_core.world.lexicon import AMBIGUOUS, TOPIC, Lexicon, Word, lexicon
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ DRIFT_KINDS = ("brand", "product_series", "person", "ip", "poi")
 COMMON_KINDS = ("product_type", TOPIC)
 
 
-class DriftSettings(BaseModel):
+class DriftSettings(Settings):
     """``drift:`` in conf/world.yaml (keep the defaults here equal to the file's values)."""
 
     entity_share: float = Field(0.5, ge=0, le=1)  # share of drift-eligible entity units that appear later

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from qp_core.config import load_settings
+from qp_core.config import Settings, load_settings
 from qp_core.world.drift import DriftSettings
 
 
-class WorldSettings(BaseModel):
+class WorldSettings(Settings):
     seed: int = 20261101
     days: int = Field(7, ge=1, le=366)
     rows_per_day: int = Field(20000, ge=10)

@@ -17,15 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
-from qp_core.config import load_settings
+from qp_core.lake import date_range
+from qp_core.ops.airflow_settings import settings
+from qp_core.ops.process import run_command
 from qp_core.paths import REPO_ROOT, qp_home
 
 logger = logging.getLogger(__name__)
@@ -33,47 +32,10 @@ logger = logging.getLogger(__name__)
 DAGS_FOLDER = REPO_ROOT / "dags"
 
 
-class AirflowSettings(BaseModel):
-    """``conf/airflow.yaml``: schedules, retries, pools/queues of both DAGs and the local API port."""
-
-    nearline_cron: str = "0 0 * * *"
-    start_date: str = "2026-01-01"
-    max_active_runs: int = Field(1, ge=1)
-    retries: int = Field(2, ge=0)
-    retry_delay_s: float = Field(60, gt=0)
-    retry_exponential_backoff: float = Field(2.0, ge=0)
-    max_retry_delay_s: float = Field(1800, gt=0)
-    sensor_poke_interval_s: float = Field(300, gt=0)
-    sensor_timeout_s: float = Field(43200, gt=0)
-    generate_pool: str = "default_pool"
-    generate_pool_slots: int = Field(1, ge=1)
-    generate_queue: str = "default"
-    generate_tasks: int = Field(1, ge=0)
-    generate_max_active_tis: int = Field(4, ge=1)
-    step_timeout_s: float = Field(21600, gt=0)
-    training_cron: str = "0 3 * * 0"
-    training_on_annotations: bool = True
-    training_profile: str = "tiny"
-    training_pool: str = "default_pool"
-    training_queue: str = "default"
-    api_host: str = "localhost"
-    api_port: int = Field(8793, ge=1, le=65535)
-
-
-def settings() -> AirflowSettings:
-    return load_settings("airflow", AirflowSettings)
-
-
 def home_dir() -> Path:
     """The local AIRFLOW_HOME: ``$QP_AIRFLOW_HOME`` or ``$QP_HOME/airflow``."""
     env = os.environ.get("QP_AIRFLOW_HOME")
     return Path(env).resolve() if env else qp_home() / "airflow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def airflow_env(home: Path | None = None, *, api_port: int | None = None, base: dict | None = None) -> dict[str, str]:
@@ -137,8 +99,6 @@ def run_cli(args: list[str], *, home: Path | None = None, api_port: int | None =
     if capture:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     else:
-        from qp_core.pipeline import run_command  # streams lines to the log
-
         rc = run_command(cmd, env=env, check=False, timeout=timeout, label="airflow")
         proc = subprocess.CompletedProcess(cmd, rc)
     if check and proc.returncode != 0:
@@ -293,8 +253,6 @@ def native_backfill(dag_id: str, start: str, end: str, *, home: Path | None = No
     same home and API port: :func:`start_standalone`. The DAG is unpaused first (a paused DAG's backfill
     runs never start), and ``--max-active-runs`` keeps dates in order so each day sees the previous KV state.
     """
-    from qp_core.pipeline import date_range
-
     dates = date_range(start, end)
     wait_for_dag(dag_id, home=home, api_port=api_port)
     run_cli(["dags", "unpause", dag_id], home=home, api_port=api_port, capture=True)

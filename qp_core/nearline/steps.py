@@ -7,36 +7,24 @@ thing. Each :class:`Step` is a job name (``jobs/<job>.py``), how it is launched 
 :class:`Target` (model + KV namespace resolved once per run from the registry). Everything here is
 stdlib + ``qp_core``; no Airflow, no Spark, no torch at import time.
 
-The training chain's stages are listed the same way (:data:`TRAINING_STEPS`) for ``qp_training_chain``.
+Dates and shards come from :mod:`qp_core.lake`, the subprocess runner from :mod:`qp_core.ops.process`; the
+training chain's stages are listed the same way in :mod:`qp_core.training.steps`.
 """
 
 from __future__ import annotations
 
-import datetime as dt_mod
 import logging
-import os
-import re
-import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from qp_core import paths
+from qp_core.lake import QUERY_LOG, check_date, log_partition_ready, prompt_shards
+from qp_core.ops.process import run_command, subprocess_env
 
 logger = logging.getLogger(__name__)
-
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class StepFailed(RuntimeError):
-    """A step's subprocess exited non-zero; carries the command and the tail of its output."""
-
-    def __init__(self, name: str, returncode: int, cmd: list[str], tail: str):
-        self.name, self.returncode, self.cmd, self.tail = name, returncode, cmd, tail
-        super().__init__(f"step {name!r} failed with exit code {returncode}: {' '.join(cmd)}\n--- last output ---\n{tail}")
 
 
 class NoProductionModel(RuntimeError):
@@ -100,7 +88,7 @@ def _current_rules_version() -> str:
 def _reconcile_manifest(namespace: str) -> None:
     """Drop lake-manifest entries the namespace no longer holds in Redis, so today's sample selects them again."""
     try:
-        from qp_core.kv.daily import reconcile_target
+        from qp_core.nearline.publish import reconcile_target
 
         counts = reconcile_target(namespace)
         logger.info("KV manifest of %s reconciled with Redis: %s", namespace, counts)
@@ -194,7 +182,7 @@ def command(step_: Step, dt: str, target: Target, shards: list[int] | None = Non
     check_date(dt)
     args = step_.args(dt, target, shards)
     if step_.runner == "spark":
-        from qp_core import spark
+        from qp_core.ops import spark
 
         return list(spark.submit_command(step_.job, args))
     return [sys.executable, "-m", f"jobs.{step_.job}", *args]
@@ -203,61 +191,10 @@ def command(step_: Step, dt: str, target: Target, shards: list[int] | None = Non
 def command_env(step_: Step) -> dict[str, str]:
     env = subprocess_env()
     if step_.runner == "spark":
-        from qp_core import spark
+        from qp_core.ops import spark
 
         env = spark.submit_env(env)
     return env
-
-
-# ---------------------------------------------------------------------------------------------------
-# Dates, partitions, shards
-
-
-def check_date(dt: str) -> str:
-    if not isinstance(dt, str) or not DATE_RE.match(dt):
-        raise ValueError(f"partition date must be YYYY-MM-DD, got {dt!r}")
-    dt_mod.date.fromisoformat(dt)
-    return dt
-
-
-def partition_date(explicit: str | None, data_interval_start) -> str:
-    """The run's partition date: an explicit ``dt`` (run conf) wins, else the data interval's start day."""
-    if explicit:
-        return check_date(str(explicit))
-    return data_interval_start.strftime("%Y-%m-%d")
-
-
-def date_range(start: str, end: str) -> list[str]:
-    """Inclusive list of YYYY-MM-DD dates from ``start`` to ``end``."""
-    d0, d1 = dt_mod.date.fromisoformat(check_date(start)), dt_mod.date.fromisoformat(check_date(end))
-    if d1 < d0:
-        raise ValueError(f"end {end} is before start {start}")
-    return [(d0 + dt_mod.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
-
-
-def log_partition_ready(dt: str) -> bool:
-    """True once ``raw/query_log/dt=D`` has a ``_SUCCESS`` marker or at least one Parquet file."""
-    part = paths.partition("raw/query_log", check_date(dt))
-    if not part.is_dir():
-        return False
-    if (part / "_SUCCESS").exists():
-        return True
-    return any(part.rglob("*.parquet"))
-
-
-def list_shards(dt: str) -> list[int]:
-    """Shard numbers the prompts step wrote for ``dt`` (``curated/prompts/dt=D/shard=N``), sorted."""
-    part = paths.partition("curated/prompts", check_date(dt))
-    if not part.is_dir():
-        return []
-    shards = []
-    for child in part.iterdir():
-        if child.is_dir() and child.name.startswith("shard="):
-            try:
-                shards.append(int(child.name.split("=", 1)[1]))
-            except ValueError:
-                continue
-    return sorted(shards)
 
 
 def shard_groups(shards: list[int], tasks: int) -> list[list[int]]:
@@ -269,54 +206,6 @@ def shard_groups(shards: list[int], tasks: int) -> list[list[int]]:
     shards = sorted(int(s) for s in shards)
     n = len(shards) if tasks <= 0 else max(1, min(tasks, len(shards)))
     return [g for g in (shards[i::n] for i in range(n)) if g]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Running commands
-
-
-def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of a step: ours, with an absolute QP_HOME and the repo importable."""
-    env = dict(os.environ)
-    env["QP_HOME"] = str(paths.qp_home())
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.update(extra or {})
-    return env
-
-
-def run_command(cmd: list[str], *, env: dict | None = None, check: bool = True, timeout: float | None = None,
-                label: str = "step", tail_lines: int = 60) -> int:
-    """Run ``cmd``, streaming every output line to the log as ``[label] line``; raise on failure.
-
-    Streaming (not capturing) matters: in Airflow the task log is where operators look first.
-    """
-    logger.info("[%s] $ %s", label, " ".join(cmd))
-    tail: deque[str] = deque(maxlen=tail_lines)
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env if env is not None else subprocess_env(), cwd=str(paths.REPO_ROOT),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            bufsize=1)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            logger.info("[%s] %s", label, line)
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                proc.kill()
-                raise TimeoutError(f"[{label}] exceeded {timeout:.0f}s")
-        rc = proc.wait(timeout=None if timeout is None else max(1.0, timeout - (time.monotonic() - t0)))
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        raise
-    logger.info("[%s] exit %d after %.1fs", label, rc, time.monotonic() - t0)
-    if check and rc != 0:
-        raise StepFailed(label, rc, cmd, "\n".join(tail))
-    return rc
 
 
 def run_step(name: str, dt: str, target: Target, shards: list[int] | None = None, *,
@@ -358,7 +247,7 @@ def iter_day(dt: str, target: Target, *, steps: Iterable[str] | None = None,
         if wanted is not None and s.name not in wanted:
             continue
         if s.per_shard:
-            for group in shard_groups(list_shards(dt), tasks):
+            for group in shard_groups(prompt_shards(dt), tasks):
                 yield s.name, group
         else:
             yield s.name, None
@@ -373,7 +262,7 @@ def run_day(dt: str, target: Target | None = None, *, steps: Iterable[str] | Non
     """
     check_date(dt)
     if not log_partition_ready(dt):
-        raise FileNotFoundError(f"no query-log partition for {dt}: {paths.partition('raw/query_log', dt)}")
+        raise FileNotFoundError(f"no query-log partition for {dt}: {paths.partition(QUERY_LOG, dt)}")
     target = target or resolve_target()
     report = DayReport(dt, target)
     for name, shards in iter_day(dt, target, steps=steps):
@@ -384,39 +273,3 @@ def run_day(dt: str, target: Target | None = None, *, steps: Iterable[str] | Non
         if on_step:
             on_step(name, shards, "done", seconds)
     return report
-
-
-# ---------------------------------------------------------------------------------------------------
-# Training chain (qp_training_chain): one resumable stage per task
-
-
-@dataclass(frozen=True)
-class TrainingStep:
-    name: str
-    job: str
-    extra: tuple[str, ...] = ()
-
-
-TRAINING_STEPS: tuple[TrainingStep, ...] = (
-    TrainingStep("aux", "aux_data"),
-    TrainingStep("base", "train_sft", ("--stage", "0")),  # tokenizer + initial weights of the profile
-    TrainingStep("sft1", "train_sft", ("--stage", "1")),
-    TrainingStep("sft2", "train_sft", ("--stage", "2")),
-    TrainingStep("grpo_filter", "grpo_filter"),
-    TrainingStep("grpo", "train_grpo"),
-    TrainingStep("evaluate", "evaluate"),
-    TrainingStep("promote", "promote"),
-)
-
-
-def training_command(name: str, run_id: str, profile: str) -> list[str]:
-    """Command of one training stage; the ``run_id`` names the run folder every stage resumes from."""
-    for s in TRAINING_STEPS:
-        if s.name == name:
-            return [sys.executable, "-m", f"jobs.{s.job}", *s.extra, "--run-id", run_id, "--profile", profile]
-    raise KeyError(f"unknown training stage {name!r}")
-
-
-def safe_run_id(raw: str) -> str:
-    """Airflow run ids contain ':' and '+'; keep a filesystem-friendly form."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("_")[:120]

@@ -1,7 +1,7 @@
 """Benchmark: generations/s and tokens/s of the vLLM engine with prefix caching on vs off, on real prompts.
 
-    python -m qp_core.bench_generate --n 128 --modes compact,full [--model-dir DIR] [--out bench.json]
-    python -m qp_core.bench_generate --caching off --decodings schema,query   # cost of per-query grammars
+    python -m qp_core.bench.generate --n 128 --modes compact,full [--model-dir DIR] [--out bench.json]
+    python -m qp_core.bench.generate --caching off --decodings schema,query   # cost of per-query grammars
 
 Prompts are ``qp_core.prompt.build_messages`` for synthetic queries (with rewrite history and candidate notes
 unless ``--no-context``), in the compact and/or full rules rendering, so the shared system prefix is exactly
@@ -58,7 +58,7 @@ def _default_model(tmp: Path) -> tuple[str, str]:
             return rec.path, f"registry production {rec.version}"
     except Exception as exc:  # the registry may not exist on a fresh machine
         logger.info("no registry model (%s)", exc)
-    from qp_core import modeling
+    from qp_core.training import modeling
 
     texts = [q for q, h, n in bench_queries(500)] + [x for _, h, n in bench_queries(200) for x in h + n]
     path = modeling.create_base_model("tiny", texts, tmp / "tiny-random", seed=0)
@@ -69,7 +69,7 @@ def run_bench(model_dir: str, n: int, modes: list[str], max_new_tokens: int, con
               caching: list[bool], structured: bool = True, backend: str = "vllm",
               decodings: tuple[str, ...] = ("schema",)) -> list[dict[str, Any]]:
     from qp_core.engines import engine_settings_for, make_engine
-    from qp_core.generate import load_generation_settings
+    from qp_core.nearline.settings import load_generation_settings
     from qp_core.prompt import build_messages
 
     triples = bench_queries(n + 4)
@@ -132,7 +132,7 @@ def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="qp_core.bench_generate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="qp_core.bench.generate", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", default=None)
     p.add_argument("--n", type=int, default=128, help="timed prompts per (mode, caching) cell")
     p.add_argument("--modes", default="compact,full")

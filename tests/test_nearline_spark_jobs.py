@@ -104,7 +104,7 @@ def test_tokenize_cjk_bigrams_and_latin_words():
 def test_submit_command_carries_master_conf_and_interpreter():
     import sys
 
-    from qp_core.spark import SparkSettings, submit_command, submit_env
+    from qp_core.ops.spark import SparkSettings, submit_command, submit_env
 
     cmd = submit_command("context", ["--dt", DT], SparkSettings(master="local-cluster[2,1,1024]"))
     assert cmd[0].endswith("spark-submit") and cmd[1:3] == ["--master", "local-cluster[2,1,1024]"]
@@ -117,7 +117,7 @@ def test_submit_command_carries_master_conf_and_interpreter():
 
 
 def test_run_sql_binds_named_parameters_and_rejects_typos(spark):
-    from qp_core.spark import run_sql
+    from qp_core.ops.spark import run_sql
 
     queries = spark.createDataFrame([("k1", "a", 3, 1), ("k2", "b", 1, 1)],
                                     "query_key string, query_norm string, freq long, uv long")
@@ -325,7 +325,7 @@ def test_prompts_sharded_sorted_with_manifest_and_idempotent(spark, spark_lake):
 @pytest.mark.slow
 def test_sample_runs_under_spark_submit(spark_lake, monkeypatch):
     """The command the DAG and `qp backfill` run: a real spark-submit of jobs/sample.py."""
-    from qp_core.spark import load_spark_settings, submit_command, submit_env
+    from qp_core.ops.spark import load_spark_settings, submit_command, submit_env
 
     write_log(DT, DAY_ROWS)
     settings = load_spark_settings(master="local[1]")

@@ -1,6 +1,6 @@
 """Rows/s of the nearline Spark steps on a lake (e.g. the default world of ``qp world generate``).
 
-    python -m qp_core.nearline.bench --lake var/lake --dt 2026-11-07 [--repeat 2] [--master local[2]]
+    python -m qp_core.bench.nearline --lake var/lake --dt 2026-11-07 [--repeat 2] [--master local[2]]
 
 One session runs sample -> context -> prompts ``--repeat`` times (the first round includes JVM warm-up;
 the last round is reported as the steady state). Input rows per step: sample = log rows of the day,
@@ -16,7 +16,7 @@ import time
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(prog="qp_core.nearline.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="qp_core.bench.nearline", description=__doc__.splitlines()[0])
     p.add_argument("--lake", required=True)
     p.add_argument("--dt", required=True)
     p.add_argument("--namespace", default="bench")
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from qp_core.nearline import context, prompts, sample
     from qp_core.nearline.settings import load_sampling_settings
-    from qp_core.spark import get_session, load_spark_settings, setup_job_logging
+    from qp_core.ops.spark import get_session, load_spark_settings, setup_job_logging
 
     setup_job_logging()
     t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def spark_master(override: str | None) -> str:
-    from qp_core.spark import load_spark_settings
+    from qp_core.ops.spark import load_spark_settings
 
     return load_spark_settings(master=override).master
 

@@ -24,36 +24,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import BaseModel, Field
-
-from qp_core import paths
-from qp_core.config import load_settings
-from qp_core.engines.base import EngineSettings, GenerationEngine, engine_settings_for
-from qp_core.validate import ValidationSettings
+from qp_core.engines.base import GenerationEngine
+from qp_core.engines.factory import engine_settings_for
+from qp_core.lake import generation_shard, generations_dir, prompt_shard_dir, prompt_shards
+from qp_core.nearline.settings import GenerationSettings, load_generation_settings
 
 logger = logging.getLogger(__name__)
 
-PROMPTS = "curated/prompts"
-GENERATIONS = "curated/generations"
-MANIFEST_NAME = "_manifest.json"
 FINGERPRINT_KEY = b"qp.input_fingerprint"
 GENERATION_COLUMNS = (
     "query_key", "query_norm", "text", "prompt_tokens", "completion_tokens", "finish_reason", "error",
     "model_version", "rules_version", "prompt_version", "latency_s", "reason", "prefix_hash", "shard", "pos",
 )
-
-
-class GenerationSettings(BaseModel):
-    """``conf/generation.yaml``: the engine, and the validation/quality gate of the next step."""
-
-    engine: EngineSettings = Field(default_factory=EngineSettings)
-    validation: ValidationSettings = Field(default_factory=ValidationSettings)
-    # rows per engine call inside a shard (progress granularity; vLLM batches within a call)
-    chunk_rows: int = Field(256, ge=1)
-
-
-def load_generation_settings(**overrides: Any) -> GenerationSettings:
-    return load_settings("generation", GenerationSettings, **overrides)
 
 
 @dataclass
@@ -96,23 +78,11 @@ class GenerationReport:
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def prompt_shards(dt: str) -> list[int]:
-    """Shards of ``curated/prompts/dt=D``: from ``_manifest.json`` when present, else the ``shard=`` folders."""
-    part = paths.partition(PROMPTS, dt)
-    manifest = part / MANIFEST_NAME
-    if manifest.exists():
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        return sorted(int(s["shard"]) for s in data.get("shards", []))
-    if not part.is_dir():
-        raise FileNotFoundError(f"no prompts partition {part}: run the prompts job for {dt} first")
-    return sorted(int(p.name.split("=", 1)[1]) for p in part.iterdir() if p.is_dir() and p.name.startswith("shard="))
-
-
 def read_prompt_shard(dt: str, shard: int) -> list[dict[str, Any]]:
     """Rows of one prompts shard in prompt order (``pos``)."""
     import pyarrow.parquet as pq
 
-    path = paths.partition(PROMPTS, dt) / f"shard={shard:05d}"
+    path = prompt_shard_dir(dt, shard)
     if not path.exists():
         raise FileNotFoundError(f"prompts shard {path} does not exist")
     table = pq.read_table(str(path))
@@ -130,14 +100,6 @@ def fingerprint(rows: Iterable[dict[str, Any]]) -> str:
         h.update(str(r.get("messages_json")).encode("utf-8"))
         h.update(b"\x01")
     return h.hexdigest()[:32]
-
-
-def generations_dir(dt: str, model_version: str) -> Path:
-    return paths.partition(GENERATIONS, dt) / f"model={model_version}"
-
-
-def shard_path(dt: str, model_version: str, shard: int) -> Path:
-    return generations_dir(dt, model_version) / f"shard={shard:05d}.parquet"
 
 
 def shard_fingerprint(path: Path) -> str | None:
@@ -253,13 +215,13 @@ def run_generation(
     """
     settings = settings or load_generation_settings()
     model_version = model_version or model_version_of(model_dir)
-    wanted = sorted(set(shards)) if shards is not None else prompt_shards(dt)
+    wanted = sorted(set(shards)) if shards is not None else prompt_shards(dt, required=True)
     report = GenerationReport(dt, model_version, str(generations_dir(dt, model_version)))
     todo: list[tuple[int, list[dict[str, Any]], str]] = []
     for shard in wanted:
         rows = read_prompt_shard(dt, shard)
         fp = fingerprint(rows)
-        out = shard_path(dt, model_version, shard)
+        out = generation_shard(dt, model_version, shard)
         _remove_stale_tmp(out)
         if out.exists() and shard_fingerprint(out) == fp:
             logger.info("dt=%s model=%s shard %05d: up to date, skipped", dt, model_version, shard)
@@ -306,7 +268,7 @@ def _generate_shards(dt, model_version, todo, engine, settings, report, progress
                 bar.advance(task, len(chunk))
             wall = time.perf_counter() - started
             table = _records_table(rows, gens, model_version, shard, fp)
-            _write_atomic(table, shard_path(dt, model_version, shard))
+            _write_atomic(table, generation_shard(dt, model_version, shard))
             rep = ShardReport(
                 shard, rows=len(rows), errors=sum(g.error is not None for g in gens),
                 prompt_tokens=sum(g.prompt_tokens for g in gens),

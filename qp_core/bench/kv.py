@@ -1,8 +1,8 @@
 """KV benchmark: publish keys/s and ``QPClient.mget`` p50/p99 for 50 keys, next to baselines from the same run.
 
-    python -m qp_core.bench_kv [--keys 20000] [--iters 2000] [--url redis://...] [--json]
+    python -m qp_core.bench.kv [--keys 20000] [--iters 2000] [--url redis://...] [--json]
 
-Without ``--url`` it starts its own redis-server (``qp_core.redis_server``) in a temp dir and stops it
+Without ``--url`` it starts its own redis-server (``qp_core.ops.redis_server``) in a temp dir and stops it
 after. Baselines, measured against the same server in the same run, so the overhead of our code
 (validation, normalisation, hashing, the pointer read) is visible rather than guessed:
 
@@ -103,7 +103,7 @@ def _drop_prefix(raw) -> None:
 def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark: bool = True) -> dict[str, Any]:
     import redis
 
-    from qp_core import redis_server
+    from qp_core.ops import redis_server
     from qp_core.kv import KVPublisher, KVSettings, QPClient
     from qp_core.kv.layout import encode_value
 
@@ -171,7 +171,7 @@ def run(url: str | None, keys: int, iters: int, batch: int, use_redis_benchmark:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m qp_core.bench_kv", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m qp_core.bench.kv", description=__doc__.splitlines()[0])
     p.add_argument("--url", default=None, help="existing server (default: start a private one); only qpbench:* keys are written and removed")
     p.add_argument("--keys", type=int, default=20_000)
     p.add_argument("--iters", type=int, default=2_000)

@@ -15,7 +15,7 @@ from typing import Any
 
 from qp_core import paths
 from qp_core.kv import faults
-from qp_core.kv.admin import KVAdmin
+from qp_core.kv.admin import KVAdmin, KVError
 from qp_core.kv.janitor import Janitor
 from qp_core.kv.layout import namespace_for
 from qp_core.kv.lease import PublishLease
@@ -81,7 +81,7 @@ def default_namespace(rows: list[dict[str, Any]]) -> str:
     return namespace_for(model, rules, prompt)
 
 
-def _production_version() -> str | None:
+def production_version() -> str | None:
     """The registry's production model version now (None when there is no registry/model here)."""
     try:
         from qp_core import registry
@@ -97,13 +97,18 @@ def pin_decision(admin: KVAdmin, ns: str) -> tuple[bool, str]:
     """(may auto-activate ``ns``, why). A pin on another namespace blocks the daily flip until an operator
     unpins or the registry's production model differs from the one recorded at pin time (a new
     promotion, or a registry rollback: the registry now says what should serve), which lifts the pin."""
-    pin = admin.pinned()
+    raw = admin.r.get(admin.keys.pin)
+    pin = json.loads(raw) if raw else None
     if not pin or pin.get("ns") == ns:
         return True, ""
-    now = _production_version()
+    now = production_version()
     then = pin.get("registry_version")
     if now and then and now != then:
-        admin.unpin(reason=f"registry production changed since the pin ({then} -> {now})")
+        faults.point("daily.before_unpin")
+        try:  # only the pin read above: an operator's newer pin is never lifted by this run
+            admin.unpin(reason=f"registry production changed since the pin ({then} -> {now})", expected_raw=raw)
+        except KVError as exc:
+            return False, f"pin changed while this run checked it ({exc}); pointer left alone"
         logger.info("pin on %s lifted: registry production changed %s -> %s", pin["ns"], then, now)
         return True, f"pin lifted: production model changed {then} -> {now}"
     why = (f"pointer pinned to {pin['ns']} by {pin.get('by')} at {pin.get('at')}"

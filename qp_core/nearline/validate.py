@@ -24,28 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import BaseModel, Field
-
-from qp_core import paths
+from qp_core.lake import QUALITY_FILE, RESULTS, generation_shard, generations_dir, partition, prompt_shards
+from qp_core.nearline.settings import ValidationSettings, load_generation_settings
 
 logger = logging.getLogger(__name__)
 
-GENERATIONS = "curated/generations"
-RESULTS = "curated/qp_results"
-QUALITY_FILE = "_quality.json"
 RESULT_COLUMNS = (
     "query_key", "query_norm", "result_json", "src", "repairs", "error", "finish_reason",
     "model_version", "rules_version", "prompt_version", "reason",
 )
-
-
-class ValidationSettings(BaseModel):
-    """``conf/generation.yaml`` → ``validation``."""
-
-    min_valid_rate: float = Field(0.8, ge=0, le=1)  # share of rows whose model output validated
-    min_rows_for_gate: int = Field(1, ge=0)  # below this many rows the gate is not applied (reported only)
-    require_all_shards: bool = True  # every prompts shard must have its generations file
-    error_examples: int = Field(5, ge=0)  # rows quoted in the report per error kind
 
 
 class QualityGateFailed(RuntimeError):
@@ -72,7 +59,7 @@ class ValidationOutcome:
 def read_generations(dt: str, model_version: str) -> list[dict[str, Any]]:
     import pyarrow.dataset as ds
 
-    folder = paths.partition(GENERATIONS, dt) / f"model={model_version}"
+    folder = generations_dir(dt, model_version)
     files = sorted(folder.glob("shard=*.parquet")) if folder.is_dir() else []
     if not files:
         return []
@@ -82,13 +69,7 @@ def read_generations(dt: str, model_version: str) -> list[dict[str, Any]]:
 
 def check_complete(dt: str, model_version: str) -> list[int]:
     """Prompt shards without a generations file (empty list when complete)."""
-    from qp_core.generate import prompt_shards, shard_path
-
-    try:
-        wanted = prompt_shards(dt)
-    except FileNotFoundError:
-        return []
-    return [s for s in wanted if not shard_path(dt, model_version, s).exists()]
+    return [s for s in prompt_shards(dt) if not generation_shard(dt, model_version, s).exists()]
 
 
 def validate_rows(gens: Iterable[dict[str, Any]], legacy: Any = None) -> list[dict[str, Any]]:
@@ -219,7 +200,7 @@ def _write_partition(dt: str, rows: list[dict[str, Any]], report: dict[str, Any]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    final = paths.partition(RESULTS, dt)
+    final = partition(RESULTS, dt)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = final.parent / f".dt={dt}.staging.{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
@@ -252,8 +233,6 @@ def run_validation(
 ) -> ValidationOutcome:
     """Validate the day's generations of ``model_version``; write results + report; raise if the gate fails."""
     if settings is None:
-        from qp_core.generate import load_generation_settings
-
         settings = load_generation_settings().validation
     started = time.perf_counter()
     missing = check_complete(dt, model_version)

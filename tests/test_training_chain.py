@@ -23,7 +23,7 @@ LABEL = json.dumps(
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
-    from qp_core.modeling import create_base_model
+    from qp_core.training.modeling import create_base_model
 
     out = tmp_path_factory.mktemp("base") / "model"
     texts = ["雅诗兰黛粉底液", "兰蔻小黑瓶", LABEL, "粉底液推荐", "平价好用"] * 5
@@ -160,7 +160,8 @@ def test_ci_chain_end_to_end(ci_home, spark):
     from qp_core import registry
     from qp_core.metrics import evaluate
     from qp_core.normalize import normalize_query
-    from qp_core.training.chain import STAGES, make_context, run_chain, run_stage
+    from qp_core.training.run import STAGES, make_context
+    from qp_core.training.stages import run_chain, run_stage
     from qp_core.training.data import read_dataset
 
     ctx = make_context("ci")
