@@ -2,7 +2,8 @@
 all at once against a real server, bounded in time (docs/kv-spec.md §5 invariants, §7 reader guarantee).
 
 Two readers: QPClient as it is (pointer read per batch) and one that caches the pointer for
-``STALENESS_S`` (well inside the 2 s retire window), as an online reader may. Every namespace holds the same QUERIES, each answer tagged with its namespace's name, so a batch is
+``STALENESS_S`` (well inside the 2 s retire window), as an online reader may. Every namespace holds
+the same QUERIES, each answer tagged with its namespace's name, so a batch is
 *torn* when an answer's tag differs from the namespace the batch resolved, and a *miss* is any None
 (every namespace the pointer can name holds every query: activations pass a coverage gate of 1.0).
 """

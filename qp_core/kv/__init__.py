@@ -28,6 +28,7 @@ from qp_core.kv.settings import (
 
 __all__ = [
     "KV_FORMAT_VERSION", "Activation", "Janitor", "JanitorReport", "KVAdmin", "KVConfigError", "KVError",
-    "KVPublisher", "KVSettings", "Keys", "LeaseLost", "PublishLease", "PublishReport", "QPClient", "check_row", "connect", "decode_value", "encode_value", "load_kv_settings",
+    "KVPublisher", "KVSettings", "Keys", "LeaseLost", "PublishLease", "PublishReport", "QPClient", "check_row",
+    "connect", "decode_value", "encode_value", "load_kv_settings",
     "namespace_for", "resolve_url", "url_for_airflow_task", "url_from_airflow_conn",
 ]

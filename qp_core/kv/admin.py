@@ -65,7 +65,11 @@ if cur ~= '' and cur ~= ARGV[2] and redis.call('EXISTS', KEYS[7]) == 1 then
   redis.call('HSET', KEYS[7], 'status', 'retired', 'retired_at', ARGV[6], 'retire_deadline', ARGV[7])
   redis.call('ZADD', KEYS[5], tonumber(ARGV[7]), cur)
 end
-if ARGV[8] == 'unpin' then redis.call('DEL', KEYS[4]) elseif ARGV[8] == 'set' then redis.call('SET', KEYS[4], ARGV[9]) end
+if ARGV[8] == 'unpin' then
+  redis.call('DEL', KEYS[4])
+elseif ARGV[8] == 'set' then
+  redis.call('SET', KEYS[4], ARGV[9])
+end
 redis.call('LPUSH', KEYS[3], ARGV[5])
 redis.call('LTRIM', KEYS[3], 0, max - 1)
 return cur
@@ -98,7 +102,8 @@ _PIN_LUA = """
 if ARGV[1] == 'pin' then
   local ns = cjson.decode(ARGV[2])['ns']
   if (redis.call('GET', KEYS[2]) or '') ~= ns then
-    return redis.error_reply('CONFLICT can only pin the active namespace (active: ' .. tostring(redis.call('GET', KEYS[2])) .. ')')
+    local active = tostring(redis.call('GET', KEYS[2]))
+    return redis.error_reply('CONFLICT can only pin the active namespace (active: ' .. active .. ')')
   end
   redis.call('SET', KEYS[1], ARGV[2])
 else
@@ -266,7 +271,8 @@ class KVAdmin:
     # ---- retirement (the janitor deletes after the deadline) ----------------------------------------
     def _run_state(self, op: str, ns: str, deadline: int = 0) -> str:
         check_namespace(ns)
-        ev = json.dumps({"at": utc_now(), "action": op, "ns": ns, **({"retire_deadline": deadline} if deadline else {})})
+        event = {"at": utc_now(), "action": op, "ns": ns, **({"retire_deadline": deadline} if deadline else {})}
+        ev = json.dumps(event)
         try:
             return self._state(keys=[self.keys.active, self.keys.meta(ns), self.keys.retiring, self.keys.events],
                                args=[op, ns, deadline, utc_now(), ev, self.settings.history_max])
