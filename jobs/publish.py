@@ -29,12 +29,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import logging
-
     from qp_core.nearline.publish import publish_day
+    from qp_core.ops.process import setup_job_logging
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging()
     args = parse_args(argv)
     result = publish_day(args.dt, args.namespace, url=args.url, activate=args.activate,
                          min_coverage=args.min_coverage).to_dict()

