@@ -5,6 +5,11 @@ or ``python -m jobs.<step>``) for the partition date, so this DAG, ``qp run day`
 same thing. The partition date is the data interval's start (interval [D, D+1) processes ``dt=D``); a run
 conf ``{"dt": "YYYY-MM-DD"}`` overrides it for manual runs. Retries, pool and queue of the generation
 shards come from ``conf/airflow.yaml``. Only stdlib + ``qp_core`` config is imported at parse time.
+
+Redis: the tasks that touch the KV store (``resolve_target`` reads the active namespace, ``publish`` writes)
+take its URL from the Airflow connection ``qp_redis`` (``conf/kv.yaml`` ``airflow_conn_id``) when it is
+defined, and hand it to the step's process as ``QP_REDIS_URL``; without the connection (the demo, laptops)
+the usual order applies (``QP_REDIS_URL``, ``conf/kv.yaml`` ``url``, the local server's URL file).
 """
 
 from __future__ import annotations
@@ -13,20 +18,28 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, chain, dag, task
 
+from qp_core.lake import RESULTS
 from qp_core.ops.airflow_settings import default_args, settings
 
 S = settings()
 
 # Downstream DAGs (and people) can schedule on fresh results; annotations trigger the training chain.
-QP_RESULTS = Asset(name="qp_results", uri="file:///qp/lake/curated/qp_results")
+QP_RESULTS = Asset(name="qp_results", uri=f"file:///qp/lake/{RESULTS}")
 
 DEFAULT_ARGS = default_args(S, execution_timeout=timedelta(seconds=S.step_timeout_s))
 
 
-def _run(name: str, dt: str, target: dict, shards: list[int] | None = None) -> None:
+def _run(name: str, dt: str, target: dict, shards: list[int] | None = None, env: dict | None = None) -> None:
     from qp_core.nearline import steps
 
-    steps.run_step(name, dt, steps.Target.from_dict(target), shards, timeout=S.step_timeout_s)
+    steps.run_step(name, dt, steps.Target.from_dict(target), shards, timeout=S.step_timeout_s, env=env)
+
+
+def _redis_url() -> str:
+    """The KV store's URL for this task: the Airflow connection ``qp_redis`` if defined, else the usual order."""
+    from qp_core.kv import url_for_airflow_task
+
+    return url_for_airflow_task()
 
 
 @dag(
@@ -57,9 +70,14 @@ def qp_nearline_daily():
 
     @task
     def resolve_target() -> dict:
+        from qp_core.kv import KVConfigError
         from qp_core.nearline.steps import resolve_target as _resolve
 
-        target = _resolve().to_dict()
+        try:
+            url = _redis_url()
+        except KVConfigError:  # no Redis known here: publish is where that must fail, not here
+            url = None
+        target = _resolve(redis_url=url).to_dict()
         print(f"target model {target['model_version']} -> namespace {target['namespace']}")
         return target
 
@@ -95,7 +113,7 @@ def qp_nearline_daily():
 
     @task(outlets=[QP_RESULTS])
     def publish(dt: str, target: dict) -> None:
-        _run("publish", dt, target)
+        _run("publish", dt, target, env={"QP_REDIS_URL": _redis_url()})
 
     dt = partition_date()
     target = resolve_target()

@@ -29,7 +29,7 @@ def stage_argparser(stage: str) -> argparse.ArgumentParser:
 
 def stage_main(stage: str, argv: list[str] | None = None, **stage_kwargs: Any) -> dict[str, Any]:
     """Entry point of ``jobs/<stage>.py``: one stage of one run, resumable, JSON summary on stdout."""
-    from qp_core.ops.spark import setup_job_logging
+    from qp_core.ops.process import setup_job_logging
     from qp_core.training.run import make_context
     from qp_core.training.stages import run_stage
 

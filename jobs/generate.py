@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model-dir", default=None, help="model directory (default: the registry's production model)")
     p.add_argument("--model-version", default=None, help="version label (default: meta.json version or folder name)")
     p.add_argument("--backend", choices=["vllm", "hf"], default=None, help="engine (default: conf/generation.yaml)")
+    p.add_argument("--profile", default=None, help="model profile (default: the model's meta.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return p.parse_args(argv)
 
@@ -40,19 +41,18 @@ def resolve_model(model_dir: str | None, model_version: str | None) -> tuple[str
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import logging
-
     from qp_core.nearline.generate import run_generation
     from qp_core.nearline.settings import load_generation_settings
+    from qp_core.ops.process import setup_job_logging
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging()
     args = parse_args(argv)
     model_dir, version = resolve_model(args.model_dir, args.model_version)
     settings = load_generation_settings()
     if args.backend:
         settings.engine.backend = args.backend
-    report = run_generation(args.dt, model_dir, version, args.shard, settings, progress=not args.no_progress)
+    report = run_generation(args.dt, model_dir, version, args.shard, settings, progress=not args.no_progress,
+                            profile=args.profile)
     out = report.to_dict()
     print(json.dumps({k: v for k, v in out.items() if k != "shards"}, ensure_ascii=False))
     return out

@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, spark=None):
     from qp_core.nearline import prompts
     from qp_core.nearline.settings import load_sampling_settings
-    from qp_core.ops.spark import session_scope, setup_job_logging
+    from qp_core.ops.process import setup_job_logging
+    from qp_core.ops.spark import session_scope
 
     setup_job_logging()
     args = parse_args(argv)

@@ -2,8 +2,10 @@
 
     python -m jobs.publish --dt 2026-11-01 --namespace n1a2b3c4d5e6 [--url redis://...] [--no-activate]
 
-The pointer flips to NS only when conf/kv.yaml `activate_after_publish` is on and NS passes the
-coverage gate (docs/kv-spec.md). Prints the publish report as JSON on stdout.
+Runs under NS's publish lease (a second attempt is refused while the first holds it). The pointer flips
+to NS only when conf/kv.yaml `activate_after_publish` is on, no rollback pin holds it on another
+namespace, and NS passes the coverage gate; then the janitor runs (docs/kv-spec.md §5). Prints the
+publish report as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -27,12 +29,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import logging
-
     from qp_core.nearline.publish import publish_day
+    from qp_core.ops.process import setup_job_logging
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging()
     args = parse_args(argv)
     result = publish_day(args.dt, args.namespace, url=args.url, activate=args.activate,
                          min_coverage=args.min_coverage).to_dict()

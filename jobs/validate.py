@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from qp_core.nearline.settings import load_generation_settings
     from qp_core.nearline.validate import IncompleteGenerations, QualityGateFailed, run_validation
+    from qp_core.ops.process import setup_job_logging
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging()
     args = parse_args(argv)
     version = args.model_version
     if not version:

@@ -8,6 +8,7 @@ import os
 import typer
 
 from qp_core.commands import backfill, demo, eval, kv, redis, run, train, world
+from qp_core.ops.process import LOG_FORMAT
 
 app = typer.Typer(help="Nearline query processing with one generative model.", no_args_is_help=True)
 app.add_typer(world.app, name="world", help="Synthetic SNS search world (stand-in for production data).")
@@ -24,7 +25,7 @@ app.add_typer(demo.app, name="demo", help="End-to-end demo of the daily pipeline
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else getattr(logging, os.environ.get("QP_LOG_LEVEL", "INFO")),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+from qp_core.ops.process import apply_env_defaults  # stdlib only: cheap, nothing heavy imported yet
+
 # Keep CPU work predictable on small machines and never touch a model hub.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+apply_env_defaults(OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1")
 # Every test run gets its own QP_HOME unless one is given, so tests never touch ./var.
 os.environ.setdefault("QP_HOME", tempfile.mkdtemp(prefix="qp-test-home-"))
 

@@ -109,8 +109,9 @@ def test_fence_runs_before_every_batch_and_stops_the_publish(clean_redis, worker
     with pytest.raises(Lost):
         pub.publish(make_rows([f"雅诗兰黛 粉底液 {i}号" for i in range(600)], "A"), "nsA", "2026-11-01",
                     fence=fence, workers=workers)
-    # one process: fenced per batch of 10 -> 2 batches; workers: per chunk of 10 batches -> 2 chunks
-    assert len(all_values(pub.r, "nsA")) == (20 if workers == 1 else 200)
+    # one process: fenced per batch of 10 -> 2 batches; workers: per chunk of 10 batches -> the 2 chunks handed
+    # out (the second may still be queued, then it is cancelled)
+    assert len(all_values(pub.r, "nsA")) in ({20} if workers == 1 else {100, 200})
     assert pub.admin.meta("nsA")["key_count"] == "0", "no metadata update after a lost fence"
 
 

@@ -156,9 +156,12 @@ def test_pointer_flip_and_rollback(pub, client):
     assert back.namespace == "nsA" and back.previous == "nsB"
     assert client.get(QUERIES[0])["intent_desc"].startswith("A|")
     assert admin.history() == []
-    # re-activated namespace lost its TTL; the rolled-back one got it
+    # no key ever gets a TTL; the namespace left is retired by deadline, the rolled-back-to one is active again
     assert pub.r.ttl(f"qp:nsA:{query_key(QUERIES[0])}") == -1 and pub.r.ttl(admin.keys.meta("nsA")) == -1
-    assert 0 < pub.r.ttl(f"qp:nsB:{query_key(QUERIES[0])}") <= 3600
+    assert pub.r.ttl(f"qp:nsB:{query_key(QUERIES[0])}") == -1
+    assert admin.meta("nsB")["status"] == "retired" and 0 < admin.retire_deadline("nsB") - time.time() <= 3600
+    assert admin.meta("nsA")["status"] == "active" and "retire_deadline" not in admin.meta("nsA")
+    assert admin.pinned()["ns"] == "nsA", "a rollback pins the pointer"
     with pytest.raises(KVError):
         admin.rollback()  # history is empty now
     assert [e["action"] for e in admin.events()] == ["rollback", "activate", "activate"]
@@ -172,7 +175,7 @@ def test_coverage_gate_refuses_flip(pub, client):
     act = pub.activate("nsB", min_coverage=0.9)
     assert not act.activated and act.reason == "coverage gate" and act.coverage == pytest.approx(0.5)
     assert client.namespace() == "nsA" and pub.admin.meta("nsB")["coverage"] == "0.500000"
-    assert pub.r.ttl(f"qp:nsA:{query_key(QUERIES[0])}") == -1, "a refused flip must not retire the live namespace"
+    assert pub.admin.status("nsA") == "active", "a refused flip must not retire the live namespace"
     pub.publish(make_rows(QUERIES, "B"), "nsB", "2026-11-03")  # the next day's run completes the fill
     assert pub.activate("nsB", min_coverage=0.9).activated
     assert client.namespace() == "nsB"
@@ -183,32 +186,38 @@ def test_coverage_gate_refuses_flip(pub, client):
         pub.activate("never-published")
 
 
-def test_ttl_on_retired_namespace_and_removed_on_reactivation(pub):
+def test_retired_namespace_gets_a_deadline_and_reactivation_cancels_it(pub):
     pub.publish(make_rows(QUERIES[:10], "A"), "nsA", "2026-11-01")
     pub.activate("nsA")
     pub.publish(make_rows(QUERIES[:10], "B"), "nsB", "2026-11-01")
     pub.activate("nsB")
-    ttls = [pub.r.ttl(k) for k in all_values(pub.r, "nsA")]
-    assert len(ttls) == 10 and all(0 < t <= 3600 for t in ttls)
-    assert 0 < pub.r.ttl(pub.keys.meta("nsA")) <= 3600
-    assert all(pub.r.ttl(k) == -1 for k in all_values(pub.r, "nsB"))
-    # a late rerun into the retired namespace keeps its expiry (no immortal keys in a dead namespace)
+    admin = pub.admin
+    assert admin.status("nsA") == "retired" and 0 < admin.retire_deadline("nsA") - time.time() <= 3600
+    assert pub.r.zscore(admin.keys.retiring, "nsA") == admin.retire_deadline("nsA")
+    assert all(pub.r.ttl(k) == -1 for k in list(all_values(pub.r, "nsA")) + list(all_values(pub.r, "nsB")))
+    # a late rerun into the retired namespace keeps its deadline and sets no TTL
     pub.publish(make_rows(QUERIES[10:12], "A"), "nsA", "2026-11-01")
-    assert 0 < pub.r.ttl(f"qp:nsA:{query_key(QUERIES[11])}") <= 3600
-    pub.activate("nsA")  # re-activation removes every TTL
-    assert all(pub.r.ttl(k) == -1 for k in all_values(pub.r, "nsA"))
-    assert pub.r.ttl(pub.keys.meta("nsA")) == -1 and "expires_at" not in pub.admin.meta("nsA")
+    assert admin.status("nsA") == "retired" and pub.r.ttl(f"qp:nsA:{query_key(QUERIES[11])}") == -1
+    pub.activate("nsA")  # re-activation cancels the deadline in the same script as the flip
+    assert admin.status("nsA") == "active" and "retire_deadline" not in admin.meta("nsA")
+    assert pub.r.zscore(admin.keys.retiring, "nsA") is None and admin.status("nsB") == "retired"
 
 
-def test_expired_namespace_cannot_be_rolled_back_to(clean_redis):
+def test_deleted_namespace_cannot_be_rolled_back_to(clean_redis):
+    from qp_core.kv import Janitor
+
     pub = KVPublisher(clean_redis, settings=settings(retired_ttl_s=1))
     pub.publish(make_rows(QUERIES[:3], "A"), "nsA", "2026-11-01")
     pub.activate("nsA")
     pub.publish(make_rows(QUERIES[:3], "B"), "nsB", "2026-11-01")
     pub.activate("nsB")
-    time.sleep(2.1)
-    assert pub.admin.namespaces() == ["nsB"]
-    with pytest.raises(KVError, match="expired"):
+    assert Janitor(pub.admin).run().deleted == [], "not before the deadline"
+    time.sleep(1.1)
+    report = Janitor(pub.admin, jitter_ms=0).run()
+    assert report.deleted == ["nsA"] and report.unlinked == 3
+    assert pub.admin.namespaces() == ["nsB"] and all_values(pub.r, "nsA") == {}
+    assert pub.admin.history() == [], "deletion leaves the rollback stack"
+    with pytest.raises(KVError, match="nothing to roll back to"):
         pub.rollback()
     assert pub.admin.active() == "nsB"
 
@@ -261,7 +270,7 @@ def test_concurrent_reader_never_sees_a_torn_state(clean_redis):
         time.sleep(0.05)
         pub.rollback()
         time.sleep(0.05)
-        assert pub.activate("nsB").activated
+        assert pub.admin.activate("nsB", unpin=True).activated  # the rollback pinned nsA
         time.sleep(0.05)
     finally:
         stop.set()
@@ -437,6 +446,15 @@ def test_keys_layout():
     assert k.result("n1", "ab" * 16) == "qp:n1:" + "ab" * 16
     assert k.for_query("n1", "ＡＢ") == k.result("n1", query_key("ab"))
     assert k.active == "qp:{qp}:active" and k.meta("n1") == "qp:{qp}:meta:n1"
+    # control keys share one cluster hash slot; result keys do not carry the tag
+    assert all("{qp}" in key for key in (k.active, k.history, k.events, k.namespaces, k.pin, k.retiring,
+                                        k.meta("n1"), k.lease("n1")))
+    assert "{" not in k.result("n1", "ab" * 16)
+    from redis.crc import key_slot
+
+    control = {key_slot(key.encode()) for key in (k.active, k.history, k.pin, k.retiring, k.meta("a"), k.lease("b"))}
+    assert len(control) == 1, "one cluster slot for every control key"
+    assert len({key_slot(k.result("n1", query_key(q)).encode()) for q in QUERIES}) > 100, "results spread"
 
 
 def test_admin_info(pub):
@@ -444,7 +462,7 @@ def test_admin_info(pub):
     pub.activate("nsA")
     info = KVAdmin(settings=settings(), redis=pub.r).info()
     assert info["active"] == "nsA" and info["namespaces"]["nsA"]["key_count"] == "4"
-    assert info["namespaces"]["nsA"]["active"] is True and info["namespaces"]["nsA"]["ttl_s"] == -1
+    assert info["namespaces"]["nsA"]["active"] is True and info["namespaces"]["nsA"]["status"] == "active"
 
 
 def test_benchmark_smoke(redis_url):
@@ -492,6 +510,51 @@ def test_url_from_airflow_connection(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert [ln for ln in out.stdout.splitlines() if ln.startswith(("redis://", "rediss://"))] == ["rediss://qp:p%40ss@redis.internal:6380/2"] * 2 + [
         "redis://fallback:1/0"]
+
+
+@pytest.mark.airflow
+def test_daily_dag_publish_takes_the_redis_url_from_the_qp_redis_connection(clean_redis, tmp_path):
+    """The DAG's ``publish`` task writes to the Redis that the Airflow connection ``qp_redis`` names.
+
+    No other URL source exists in the task's process (no ``QP_REDIS_URL``, no ``conf/kv.yaml`` url, no URL
+    file), so the publish job can only reach the store through the connection. Real Airflow (env-var secrets
+    backend, the DAG parsed by DagBag), real publish job subprocess, real redis-server.
+    """
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qp_core.ops.airflow_local import DAGS_FOLDER, airflow_env
+
+    dt, lake = "2026-11-01", tmp_path / "lake"
+    part = lake / "curated" / "qp_results" / f"dt={dt}"
+    part.mkdir(parents=True)
+    rows = make_rows(QUERIES[:10], "A")
+    for r in rows:
+        r.update(repairs=[], error=None)
+    pq.write_table(pa.Table.from_pylist(rows), part / "part-00000.parquet")
+    (part / "_quality.json").write_text(json.dumps({"valid_rate": 1.0, "passed": True}))
+    ns = namespace_for("model-A", "r" * 16, "1")
+    target = {"model_version": "model-A", "model_dir": str(tmp_path), "rules_mode": "compact",
+              "rules_version": "r" * 16, "namespace": ns}
+    url = urlsplit(clean_redis)
+    conn = {"conn_type": "redis", "host": url.hostname, "port": url.port, "schema": url.path.strip("/") or "0",
+            "extra": {"cluster": "cluster=true" in url.query}}
+    env = airflow_env(tmp_path / "airflow")
+    for key in ("QP_REDIS_URL", "QP__KV__URL"):
+        env.pop(key, None)
+    env.update(QP_HOME=str(tmp_path / "home"), QP_LAKE_ROOT=str(lake), AIRFLOW_CONN_QP_REDIS=json.dumps(conn))
+    code = ("from airflow.dag_processing.dagbag import DagBag\n"
+            f"dag = DagBag({str(DAGS_FOLDER)!r}).dags['qp_nearline_daily']\n"
+            f"dag.get_task('publish').python_callable({dt!r}, {target!r})\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    client = QPClient(clean_redis, settings=settings())
+    assert client.namespace() == ns
+    assert [g is not None for g in client.mget(QUERIES[:10])] == [True] * 10
 
 
 def test_rediss_tls_end_to_end(tmp_path):

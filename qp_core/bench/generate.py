@@ -145,8 +145,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="hf: the transformers fallback (no prefix caching; constrained only with --decodings query)")
     p.add_argument("--out", default=None, help="write the report JSON here")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from qp_core.ops.process import LOG_FORMAT, apply_env_defaults
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    apply_env_defaults(OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory(prefix="qp-bench-") as tmp:
         model_dir, model_desc = (args.model_dir, "given") if args.model_dir else _default_model(Path(tmp))
         rows = run_bench(model_dir, args.n, [m for m in args.modes.split(",") if m], args.max_new_tokens,

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from qp_core.nearline import context, prompts, sample
     from qp_core.nearline.settings import load_sampling_settings
-    from qp_core.ops.spark import get_session, load_spark_settings, setup_job_logging
+    from qp_core.ops.process import setup_job_logging
+    from qp_core.ops.spark import get_session, load_spark_settings
 
     setup_job_logging()
     t0 = time.perf_counter()

@@ -21,8 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from qp_core import paths
-from qp_core.ops.process import PeakMemory, run_command
+from qp_core import lake, paths
+from qp_core.ops.process import PeakMemory, apply_env_defaults, run_command
 
 app = typer.Typer(help="End-to-end demo of the daily pipeline.", invoke_without_command=True)
 console = Console()
@@ -33,7 +33,7 @@ def _step(n: int, text: str) -> None:
 
 
 def _newest_log_date() -> str | None:
-    return paths.newest_partition("raw/query_log")
+    return lake.newest_partition(lake.QUERY_LOG)
 
 
 def _airflow_progress(line: str) -> str | None:
@@ -65,7 +65,7 @@ def demo(
     """Run the whole daily pipeline for one date through Airflow and read the results back."""
     t_start = time.monotonic()
     os.environ["QP_HOME"] = str(paths.qp_home())  # absolute for every child process
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    apply_env_defaults()
     if budget:
         os.environ["QP__SAMPLING__DAILY_BUDGET"] = str(budget)
     console.print(f"[bold]QP nearline demo[/]  QP_HOME={paths.qp_home()}")
@@ -111,7 +111,7 @@ def _start_redis():
 
 def _ensure_world() -> None:
     """2. the synthetic world, unless the lake already has one."""
-    if _newest_log_date() and paths.dataset("raw/annotations").exists():
+    if _newest_log_date() and lake.dataset(lake.ANNOTATIONS).exists():
         console.print(f"world present in {paths.lake_root()}")
         return
     from qp_core import world
@@ -190,11 +190,10 @@ def _relax_gate_for_weak_model(record) -> None:
 
 
 def _print_quality(dt: str) -> None:
-    path = paths.partition("curated/qp_results", dt) / "_quality.json"
-    if not path.exists():
-        console.print(f"[yellow]no quality report at {path}[/]")
+    report = lake.read_quality(dt)
+    if report is None:
+        console.print(f"[yellow]no quality report at {lake.quality_path(dt)}[/]")
         return
-    report = json.loads(path.read_text())
     table = Table(title=f"quality report dt={dt}", show_header=False)
     for key, value in report.items():
         if isinstance(value, float):
@@ -210,7 +209,7 @@ def _print_samples(dt: str, n: int) -> None:
 
     from qp_core.kv import QPClient
 
-    sample_dir = paths.partition("curated/query_sample", dt)
+    sample_dir = lake.partition(lake.QUERY_SAMPLE, dt)
     queries: list[str] = []
     if sample_dir.exists():
         rows = pq.read_table(str(sample_dir), columns=["query_norm", "rank"]).to_pylist()

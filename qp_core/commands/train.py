@@ -7,7 +7,6 @@ stage functions one per task through ``jobs/<stage>.py``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Optional
 
@@ -26,9 +25,9 @@ def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
     from qp_core.training.run import make_context
 
     console = console or _console()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from qp_core.ops.process import apply_env_defaults
+
+    apply_env_defaults(OMP_NUM_THREADS="1")
     return make_context(section, profile=profile, run_id=run_id, dt=dt, fresh=fresh,
                         overrides=None if context else {"context": False},
                         progress=lambda m: console.log(m, markup=False))

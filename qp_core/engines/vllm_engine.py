@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 def _set_cpu_env(settings: EngineSettings) -> None:
     """Environment vLLM CPU reads at start (inherited by its spawned workers). Explicit env wins."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from qp_core.ops.process import apply_env_defaults
+
+    apply_env_defaults()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_space_gib))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(settings.cpu_reserved_cores))
 

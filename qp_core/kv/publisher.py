@@ -30,6 +30,7 @@ from typing import Any
 
 import hiredis
 
+from qp_core.kv import faults
 from qp_core.kv.admin import Activation, KVAdmin, utc_now
 from qp_core.kv.layout import check_namespace
 from qp_core.kv.rows import check_row
@@ -37,6 +38,7 @@ from qp_core.kv.settings import KVSettings, connect, resolve_url
 from qp_core.schema import SCHEMA_VERSION
 
 _encode_str = json.encoder.encode_basestring
+_MULTI, _EXEC = hiredis.pack_command(("MULTI",)), hiredis.pack_command(("EXEC",))
 
 logger = logging.getLogger(__name__)
 
@@ -119,53 +121,55 @@ def _prepare(rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, preva
         for row in good}
 
 
-def _cluster_batch(r, pairs: list[tuple[str, str]], extra: tuple) -> int:
-    """RedisCluster: its pipeline routes by slot and follows MOVED/ASK; one EXISTS per slot counts new keys."""
-    by_slot: dict[int, list[str]] = {}
-    for k, _ in pairs:
-        by_slot.setdefault(r.keyslot(k), []).append(k)
+def _cluster_batch(r, batch: dict[str, str]) -> int:
+    """RedisCluster (its pipeline routes by slot and follows MOVED/ASK): ``SET NX`` says atomically, per key,
+    whether the key is new; the keys that existed are then refreshed with a plain ``SET``."""
     pipe = r.pipeline(transaction=False)
-    for group in by_slot.values():
-        pipe.exists(*group)
-    for k, v in pairs:
-        pipe.execute_command("SET", k, v, *extra)
-    replies = pipe.execute()
-    return len(pairs) - sum(replies[:len(by_slot)])
+    for k, v in batch.items():
+        pipe.execute_command("SET", k, v, "NX")
+    existed = [k for k, ok in zip(batch, pipe.execute()) if not ok]
+    if existed:
+        pipe = r.pipeline(transaction=False)
+        for k in existed:
+            pipe.execute_command("SET", k, batch[k])
+        pipe.execute()
+    return len(batch) - len(existed)
 
 
-def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, exat: int | None,
-                  prevalidated: bool, batch_size: int, fence: Callable[[], None] | None = None) -> _Chunk:
+def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: str, prevalidated: bool,
+                  batch_size: int, fence: Callable[[], None] | None = None) -> _Chunk:
     """Check/encode and write ``rows`` in batches of ``batch_size``; returns counts (runs in a worker too).
 
-    Standalone: each batch is ``EXISTS k1..kn`` + one ``MSET`` (``SET .. EXAT`` per key for a retired
-    namespace), sent as soon as it is encoded and its replies read only after the last batch, so the
-    server stores batch i while this process encodes batch i+1 (the server buffers the few replies).
+    Standalone: each batch is ``MULTI; EXISTS k1..kn; MSET ...; EXEC`` — atomic, so two writers of the same
+    key (worker processes, a zombie) can never both count it as new — sent as soon as it is encoded; the
+    replies are read only after the last batch, so the server stores batch i while this process encodes
+    batch i+1 (the server buffers the few small replies per batch).
     """
     out = _Chunk()
-    extra = ("EXAT", exat) if exat else ()
     cluster = hasattr(r, "get_nodes")
     conn = None if cluster else r.connection_pool.get_connection()
-    in_flight: list[tuple[int, int]] = []  # (distinct keys, write replies) per batch sent
+    in_flight: list[int] = []  # distinct keys per batch sent
     try:
         for i in range(0, len(rows), batch_size):
-            n, unique = _prepare(rows[i:i + batch_size], prefix, ns, dt, prevalidated, out)
+            n, batch = _prepare(rows[i:i + batch_size], prefix, ns, dt, prevalidated, out)
             out.written += n
-            if not unique:
+            if not batch:
                 continue
             if fence is not None:
                 fence()
+            faults.point("publish.batch")
             if cluster:
-                out.new += _cluster_batch(r, list(unique.items()), extra)
+                out.new += _cluster_batch(r, batch)
                 continue
-            writes = [("SET", k, v, *extra) for k, v in unique.items()] if exat else \
-                [("MSET", *chain.from_iterable(unique.items()))]
             # hiredis packs in C (redis-py's packer would call it too, after a Python pass over every argument)
-            conn.send_packed_command([hiredis.pack_command(c) for c in [("EXISTS", *unique), *writes]])
-            in_flight.append((len(unique), len(writes)))
-        for distinct, writes in in_flight:
-            out.new += distinct - int(conn.read_response())
-            for _ in range(writes):
+            conn.send_packed_command([_MULTI, hiredis.pack_command(("EXISTS", *batch)),
+                                      hiredis.pack_command(("MSET", *chain.from_iterable(batch.items()))), _EXEC])
+            in_flight.append(len(batch))
+        for distinct in in_flight:
+            for _ in range(3):  # OK, QUEUED, QUEUED
                 conn.read_response()
+            existed, _ok = conn.read_response()
+            out.new += distinct - int(existed)
     except BaseException:
         if conn is not None:
             conn.disconnect()  # unread replies must not reach the next user of this connection
@@ -224,7 +228,8 @@ class KVPublisher:
         """Write every valid record under ``ns`` (add or refresh); reject and count the rest.
 
         Idempotent: the same records and ``dt`` write the same bytes, and ``key_count`` grows only by keys
-        that did not exist before their batch. Writing into a retired namespace keeps its expiry.
+        that did not exist before their batch (a crash before the metadata update is repaired by the daily
+        step's recount, see ``kv.lease``). No key gets a TTL (retirement is a deadline, see ``kv.admin``).
         ``prevalidated=True`` skips :func:`check_row` (only for rows proven to have passed it);
         ``workers`` (default ``publish_workers``) > 1 spreads batches over that many processes.
         ``fence`` (e.g. a lease's ``renew``) runs before every batch is sent (before every chunk of
@@ -239,9 +244,8 @@ class KVPublisher:
         versions: dict[str, str] = {}
         versions_from_model = False
         self.admin.register(ns)
-        exat = self.admin.expires_at(ns)
         chunk_rows = self.settings.batch_size * 10
-        args = ((chunk, self.keys.prefix, ns, str(dt), exat, prevalidated, self.settings.batch_size)
+        args = ((chunk, self.keys.prefix, ns, str(dt), prevalidated, self.settings.batch_size)
                 for chunk in _chunks(records, chunk_rows))
         results: Iterable[_Chunk]
         if workers > 1:
@@ -277,6 +281,8 @@ class KVPublisher:
             fence()
         report.rejected = sum(reasons.values())
         report.reject_reasons = dict(reasons)
+        if fence is not None:
+            fence()
         mkey = self.keys.meta(ns)
         last_dt = max(self.r.hget(mkey, "last_dt") or "", str(dt))  # a rerun of an old date doesn't move it back
         fields = {"last_publish": utc_now(), "last_dt": last_dt, **versions, **dict(meta or {})}

@@ -4,8 +4,8 @@ The URL is resolved in one documented order so that every caller — a downstrea
 job, the CLI in the demo shell — finds the same server without flags:
 explicit argument → env ``QP_REDIS_URL`` → ``conf/kv.yaml`` ``url`` (or ``QP__KV__URL``) →
 ``$QP_HOME/run/redis.url`` (written by ``qp redis start``). Airflow tasks call
-:func:`url_from_airflow_conn` instead, which imports Airflow lazily so ``qp_core`` never does at
-import time.
+:func:`url_for_airflow_task` (the connection ``qp_redis`` first, through :func:`url_from_airflow_conn`,
+which imports Airflow lazily so ``qp_core`` never does at import time).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ class KVSettings(Settings):
     coverage_sample: int = Field(200_000, ge=1)
     activate_after_publish: bool = True
     history_max: int = Field(50, ge=1)
+    # lifecycle (kv.lease, kv.janitor): publish lease expiry, janitor batch size, pause and time budget
+    lease_ttl_s: float = Field(120.0, gt=0)
+    janitor_batch: int = Field(1000, ge=1)
+    janitor_jitter_ms: float = Field(50.0, ge=0)
+    janitor_budget_s: float = Field(600.0, gt=0)
     socket_timeout_s: float = Field(5.0, gt=0)
     # the reader (QPClient) sits on a request path: short timeouts, no retries, all-None on an outage
     reader_timeout_s: float = Field(0.1, gt=0)

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from qp_core.lake import ANNOTATIONS
 from qp_core.legacy.intent import describe, intent_rules
 from qp_core.legacy.ner import EntityTagger
 from qp_core.legacy.segmenter import Segmenter
@@ -220,7 +221,7 @@ def training_hash(rows: Iterable[dict[str, Any]]) -> str:
     return h.hexdigest()[:16]
 
 
-def read_annotations(lake_root: str | Path | None = None, dataset: str = "raw/annotations") -> list[dict[str, Any]]:
+def read_annotations(lake_root: str | Path | None = None, dataset: str = ANNOTATIONS) -> list[dict[str, Any]]:
     """Rows (query, history, notes, label) of a lake dataset, every ``dt`` partition."""
     import pyarrow.dataset as ds
 

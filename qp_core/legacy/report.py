@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from qp_core.lake import GOLDEN
 from qp_core.legacy.pipeline import LegacyPipeline, load_or_train, read_annotations
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 def golden_references(lake_root: str | Path | None = None) -> list[dict[str, Any]]:
     """Unified reference dicts of ``raw/golden`` with their ``query`` key (rows with a bad label dropped)."""
     refs = []
-    for row in read_annotations(lake_root, "raw/golden"):
+    for row in read_annotations(lake_root, GOLDEN):
         try:
             label = json.loads(row["label"]) if isinstance(row.get("label"), str) else row.get("label")
         except json.JSONDecodeError:

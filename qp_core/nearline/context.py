@@ -14,8 +14,8 @@ from datetime import date, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from qp_core import paths
-from qp_core.nearline.sample import QUERY_LOG, QUERY_SAMPLE, normalized_log
+from qp_core.lake import NOTES, QUERY_CONTEXT, QUERY_LOG, QUERY_SAMPLE, dataset, partition
+from qp_core.nearline.sample import normalized_log
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import render_note_batches, tokenize_batches
 from qp_core.ops.spark import path_exists, run_sql
@@ -25,8 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-NOTES = "raw/notes"
-QUERY_CONTEXT = "curated/query_context"
 CONTEXT_COLUMNS = ("query_norm", "query_key", "history", "notes")
 
 
@@ -49,11 +47,11 @@ def lookback_dates(dt: str, days: int) -> list[str]:
 
 def read_log_window(spark: "SparkSession", dt: str, days: int) -> tuple["DataFrame | None", int]:
     """Raw log rows of the lookback window (missing days are skipped: early dates have less history)."""
-    parts = [str(paths.partition(QUERY_LOG, d)) for d in lookback_dates(dt, days)]
+    parts = [str(partition(QUERY_LOG, d)) for d in lookback_dates(dt, days)]
     parts = [p for p in parts if path_exists(p)]
     if not parts:
         return None, 0
-    df = spark.read.option("basePath", str(paths.dataset(QUERY_LOG))).parquet(*parts)
+    df = spark.read.option("basePath", str(dataset(QUERY_LOG))).parquet(*parts)
     return df, len(parts)
 
 
@@ -141,7 +139,7 @@ def read_notes(spark: "SparkSession", dt: str) -> "DataFrame | None":
     """Notes that existed on ``dt`` (a backfilled date must not see notes written later)."""
     from pyspark.sql import functions as F
 
-    src = paths.dataset(NOTES)
+    src = dataset(NOTES)
     if not path_exists(src):
         return None
     notes = spark.read.parquet(str(src))
@@ -154,7 +152,7 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings) -> ContextRe
     """Read the day's sample, the log window and the notes pool; write ``curated/query_context/dt=D``."""
     from pyspark.sql import functions as F
 
-    src = paths.partition(QUERY_SAMPLE, dt)
+    src = partition(QUERY_SAMPLE, dt)
     if not path_exists(src):
         raise FileNotFoundError(f"no query_sample partition {src}: run the sample job for {dt} first")
     targets = spark.read.parquet(str(src)).select("query_norm", "query_key")
@@ -163,7 +161,7 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings) -> ContextRe
     _cached: list = []
     context = build_context(spark, targets, log, notes, settings, _cached)
 
-    out = paths.partition(QUERY_CONTEXT, dt)
+    out = partition(QUERY_CONTEXT, dt)
     context.coalesce(1).write.mode("overwrite").parquet(str(out))
     stats = spark.read.parquet(str(out)).agg(
         F.count("*").alias("queries"),

@@ -207,9 +207,11 @@ def run_generation(
     *,
     engine: GenerationEngine | None = None,
     progress: bool = True,
+    profile: str | None = None,
 ) -> GenerationReport:
     """Generate every (or the given) prompt shard of ``dt`` that has no up-to-date output yet.
 
+    ``profile``: the model's profile as resolved with the target (default: read from the model's ``meta.json``).
     ``engine``: an already started engine (tests share one); otherwise one is started on ``model_dir`` with
     ``settings.engine`` + the model profile's overrides, only if some shard needs work, and closed at the end.
     """
@@ -236,7 +238,7 @@ def run_generation(
     if own_engine:
         from qp_core.engines import make_engine
 
-        eng_settings = engine_settings_for(model_dir, settings.engine)
+        eng_settings = engine_settings_for(model_dir, settings.engine, profile=profile)
         started = time.perf_counter()
         engine = make_engine(model_dir, eng_settings)
         report.engine_start_s = round(time.perf_counter() - started, 2)

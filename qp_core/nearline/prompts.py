@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from qp_core import paths
-from qp_core.nearline.context import QUERY_CONTEXT
-from qp_core.nearline.sample import QUERY_SAMPLE
+from qp_core.lake import MANIFEST_NAME, PROMPTS, QUERY_CONTEXT, QUERY_SAMPLE, partition
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.ops.spark import path_exists
 
@@ -31,8 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-PROMPTS = "curated/prompts"
-MANIFEST_NAME = "_manifest.json"
 PROMPT_COLUMNS = ("query_norm", "query_key", "messages_json", "prefix_hash", "rules_version", "prompt_version",
                   "reason", "pos")
 MESSAGES_SCHEMA = ("query_key string, query_norm string, reason string, messages_json string, "
@@ -136,23 +132,17 @@ def write_manifest(out_dir, report: PromptsReport) -> None:
     os.replace(tmp, os.path.join(out_dir, MANIFEST_NAME))
 
 
-def read_manifest(dt: str) -> dict:
-    """The ``_manifest.json`` of a prompts partition (what the generation step plans from)."""
-    with open(paths.partition(PROMPTS, dt) / MANIFEST_NAME, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
 def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: str | None = None,
         shards: int | None = None) -> PromptsReport:
     """Write ``curated/prompts/dt=D/shard=NNNNN`` plus ``_manifest.json``; the partition is replaced whole."""
     from pyspark.sql import functions as F
 
     rules_mode = rules_mode or settings.rules_mode
-    src = paths.partition(QUERY_SAMPLE, dt)
+    src = partition(QUERY_SAMPLE, dt)
     if not path_exists(src):
         raise FileNotFoundError(f"no query_sample partition {src}: run the sample job for {dt} first")
     sample = spark.read.parquet(str(src))
-    ctx_path = paths.partition(QUERY_CONTEXT, dt)
+    ctx_path = partition(QUERY_CONTEXT, dt)
     context = spark.read.parquet(str(ctx_path)) if path_exists(ctx_path) else None
     if context is None:
         logger.warning("prompts dt=%s: no query_context partition; prompts carry no history or notes", dt)
@@ -161,7 +151,7 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: 
     try:
         rows = prompts.count()
         n_shards, per_shard = shard_plan(rows, settings.shard_size, shards)
-        out = paths.partition(PROMPTS, dt)
+        out = partition(PROMPTS, dt)
         sharded = assign_shards(prompts, per_shard).select(*PROMPT_COLUMNS, "shard")
         (
             sharded.repartition(max(n_shards, 1), "shard")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from qp_core import paths
+from qp_core.lake import KV_MANIFEST, QUARANTINE, QUERY_LOG, QUERY_SAMPLE, dataset, kv_manifest_dir, partition
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import normalize_batches
 from qp_core.ops.spark import path_exists, run_sql
@@ -22,10 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-QUERY_LOG = "raw/query_log"
-QUARANTINE = "curated/quarantine"
-QUERY_SAMPLE = "curated/query_sample"
-KV_MANIFEST = "curated/kv_manifest"
 SAMPLE_COLUMNS = ("query_norm", "query_key", "freq", "uv", "reason", "rank")
 MANIFEST_SCHEMA = "query_key string, query_norm string, last_dt string"
 
@@ -45,10 +41,6 @@ class SampleReport:
         return sum(self.selected.values())
 
 
-def manifest_path(namespace: str):
-    return paths.dataset(KV_MANIFEST) / f"ns={namespace}"
-
-
 def normalized_log(spark: "SparkSession", df: "DataFrame", max_chars: int) -> "DataFrame":
     """Raw log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable), via mapInArrow."""
     from pyspark.sql.types import StringType, StructField, StructType
@@ -61,7 +53,7 @@ def normalized_log(spark: "SparkSession", df: "DataFrame", max_chars: int) -> "D
     return df.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
 
 
-def read_manifest(spark: "SparkSession", namespace: str | None, dt: str) -> "DataFrame | None":
+def namespace_holdings(spark: "SparkSession", namespace: str | None, dt: str) -> "DataFrame | None":
     """What the namespace held before ``dt`` (rows with ``last_dt < dt``), or None when it held nothing.
 
     "As of dt" makes a rerun of a date choose the same set as its first run: the first run's own publish
@@ -72,7 +64,7 @@ def read_manifest(spark: "SparkSession", namespace: str | None, dt: str) -> "Dat
 
     if not namespace:
         return None
-    path = manifest_path(namespace)
+    path = kv_manifest_dir(namespace)
     if not path_exists(path):
         return None
     held = spark.read.parquet(str(path)).select("query_key", "query_norm", "last_dt").where(F.col("last_dt") < dt)
@@ -83,7 +75,7 @@ def other_namespace_served(spark: "SparkSession", namespace: str, dt: str) -> bo
     """True when some other namespace's manifest holds results from before ``dt`` (a model served then)."""
     from pyspark.sql import functions as F
 
-    root = paths.dataset(KV_MANIFEST)
+    root = dataset(KV_MANIFEST)
     if not path_exists(root):
         return False
     others = [p for p in root.glob("ns=*") if p.name != f"ns={namespace}" and path_exists(p)]
@@ -134,7 +126,7 @@ def build_sample(
     good = norm.where(F.col("malformed").isNull())
     queries = run_sql(spark, "sample_aggregate", rows=good)
 
-    manifest = read_manifest(spark, namespace, dt)
+    manifest = namespace_holdings(spark, namespace, dt)
     mode = select_mode(spark, manifest, namespace, dt, previous_namespace)
     if manifest is None:
         manifest = spark.createDataFrame([], MANIFEST_SCHEMA)
@@ -157,7 +149,7 @@ def run(
     """Read ``raw/query_log/dt=D``, write ``curated/quarantine/dt=D`` and ``curated/query_sample/dt=D``."""
     from pyspark.sql import functions as F
 
-    src = paths.partition(QUERY_LOG, dt)
+    src = partition(QUERY_LOG, dt)
     if not path_exists(src):
         raise FileNotFoundError(f"no query-log partition {src}")
     log = spark.read.parquet(str(src))
@@ -171,11 +163,11 @@ def run(
         report.rows = sum(r["n"] for r in counts)
         report.quarantined = {r["malformed"]: r["n"] for r in counts if r["malformed"] is not None}
         # Quarantine: malformed rows are set aside with their reason, counted, never fatal, never silent.
-        q_path = paths.partition(QUARANTINE, dt)
+        q_path = partition(QUARANTINE, dt)
         built["quarantine"].coalesce(1).write.mode("overwrite").parquet(str(q_path))
         report.distinct_queries = built["queries"].count()
 
-        s_path = paths.partition(QUERY_SAMPLE, dt)
+        s_path = partition(QUERY_SAMPLE, dt)
         built["sample"].orderBy("rank").coalesce(1).write.mode("overwrite").parquet(str(s_path))
         counts = spark.read.parquet(str(s_path)).groupBy("reason").agg(F.count("*").alias("n")).collect()
         report.selected = {r["reason"]: r["n"] for r in counts}

@@ -45,6 +45,7 @@ class Target:
     rules_version: str
     namespace: str
     active_namespace: str | None = None  # what readers see now (differs from namespace on a model change)
+    profile: str | None = None  # the model's profile (conf/profiles): the engine's limits, read once here
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,8 +55,11 @@ class Target:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def resolve_target() -> Target:
-    """Production model from the registry and its KV namespace (``qp_core.kv.namespace_for``)."""
+def resolve_target(redis_url: str | None = None) -> Target:
+    """Production model from the registry and its KV namespace (``qp_core.kv.namespace_for``).
+
+    ``redis_url``: where to read the active namespace (the DAG passes the Airflow connection's URL; default:
+    ``qp_core.kv.resolve_url``)."""
     from qp_core import kv, registry
 
     record = registry.production()
@@ -68,13 +72,15 @@ def resolve_target() -> Target:
 
     rules_version = getattr(record, "rules_version", None) or _current_rules_version()
     namespace = kv.namespace_for(record.version, rules_version, PROMPT_VERSION)
+    _reconcile_manifest(namespace, redis_url)
     return Target(
         model_version=str(record.version),
         model_dir=str(Path(record.path).resolve()),
         rules_mode=str(getattr(record, "rules_mode", "full") or "full"),
         rules_version=str(rules_version),
         namespace=str(namespace),
-        active_namespace=_active_namespace(),
+        active_namespace=_active_namespace(redis_url),
+        profile=str(record.profile) if getattr(record, "profile", None) else None,
     )
 
 
@@ -84,12 +90,23 @@ def _current_rules_version() -> str:
     return rules.rules_version()
 
 
-def _active_namespace() -> str | None:
+def _reconcile_manifest(namespace: str, redis_url: str | None = None) -> None:
+    """Drop lake-manifest entries the namespace no longer holds in Redis, so today's sample selects them again."""
+    try:
+        from qp_core.nearline.publish import reconcile_target
+
+        counts = reconcile_target(namespace, redis_url)
+        logger.info("KV manifest of %s reconciled with Redis: %s", namespace, counts)
+    except Exception as exc:  # the publish step is where an unreachable Redis must fail, not here
+        logger.warning("could not reconcile the KV manifest of %s with Redis: %s", namespace, exc)
+
+
+def _active_namespace(redis_url: str | None = None) -> str | None:
     """The namespace the KV pointer names now; None when none is active or Redis is not reachable here."""
     try:
         from qp_core.kv import KVAdmin
 
-        return KVAdmin().active()
+        return KVAdmin(redis_url).active()
     except Exception as exc:  # the publish step is where an unreachable Redis must fail, not here
         logger.warning("could not read the active KV namespace: %s", exc)
         return None
@@ -136,7 +153,8 @@ def _generate_args(dt: str, target: Target, shards: list[int] | None) -> list[st
     args = ["--dt", dt]
     for shard in shards:
         args += ["--shard", str(int(shard))]
-    return args + ["--model-dir", target.model_dir, "--model-version", target.model_version, "--no-progress"]
+    args += ["--model-dir", target.model_dir, "--model-version", target.model_version, "--no-progress"]
+    return args + (["--profile", target.profile] if target.profile else [])
 
 
 def _validate_args(dt: str, target: Target, shard: int | None) -> list[str]:
@@ -176,8 +194,9 @@ def command(step_: Step, dt: str, target: Target, shards: list[int] | None = Non
     return [sys.executable, "-m", f"jobs.{step_.job}", *args]
 
 
-def command_env(step_: Step) -> dict[str, str]:
-    env = subprocess_env()
+def command_env(step_: Step, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The step's environment: :func:`qp_core.ops.process.subprocess_env` (+ ``extra``), Spark's on top."""
+    env = subprocess_env(extra)
     if step_.runner == "spark":
         from qp_core.ops import spark
 
@@ -197,12 +216,15 @@ def shard_groups(shards: list[int], tasks: int) -> list[list[int]]:
 
 
 def run_step(name: str, dt: str, target: Target, shards: list[int] | None = None, *,
-             timeout: float | None = None) -> float:
-    """Run one step for one date (and shard group); returns its wall time in seconds."""
+             timeout: float | None = None, env: dict[str, str] | None = None) -> float:
+    """Run one step for one date (and shard group); returns its wall time in seconds.
+
+    ``env``: extra environment of the step's process (the DAG passes ``QP_REDIS_URL`` from its connection).
+    """
     s = step(name)
     label = f"{name}{shards}" if shards is not None else name
     t0 = time.monotonic()
-    run_command(command(s, dt, target, shards), env=command_env(s), label=label, timeout=timeout)
+    run_command(command(s, dt, target, shards), env=command_env(s, env), label=label, timeout=timeout)
     return time.monotonic() - t0
 
 

@@ -1,8 +1,11 @@
-"""Running child processes: one runner for every step, CLI and harness, plus ``free_port`` and a memory probe.
+"""This process and its children: environment defaults, job logging, the one subprocess runner, ``free_port``,
+and a memory probe.
 
-Why one module: the nearline steps, the local Airflow harness and the demo all launch subprocesses whose
-output must stream to the log line by line (in Airflow the task log is where operators look first) and whose
-failure must carry the tail of that output. Everything here is stdlib (psutil inside :class:`PeakMemory`).
+Why one module: the nearline steps, the training jobs, the local Airflow harness and the demo all launch
+subprocesses whose output must stream to the log line by line (in Airflow the task log is where operators look
+first) and whose failure must carry the tail of that output; and every job process must start with the same
+offline/tokenizer environment and the same log format. Everything here is stdlib (psutil inside
+:class:`PeakMemory`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,31 @@ from qp_core import paths
 
 logger = logging.getLogger(__name__)
 
+#: set (if unset) in every job process and step subprocess: no Hugging Face hub calls (models are local files),
+#: no tokenizers thread pool fighting the engine's / trainer's own threads
+ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def apply_env_defaults(env: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """Set :data:`ENV_DEFAULTS` (and ``extra``) where unset, in ``env`` (default: this process's environment)."""
+    target = os.environ if env is None else env
+    for key, value in {**ENV_DEFAULTS, **extra}.items():
+        target.setdefault(key, value)
+    return target
+
+
+def setup_job_logging() -> None:
+    """INFO logs for our own modules (row counts, step progress), WARN for everything else; idempotent.
+
+    Every job (``jobs/*.py``), and the tools that run like one, calls this first.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    logging.getLogger("qp_core").setLevel(logging.INFO)
+    logging.getLogger("jobs").setLevel(logging.INFO)
+
 
 class StepFailed(RuntimeError):
     """A step's subprocess exited non-zero; carries the command and the tail of its output."""
@@ -35,8 +63,7 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["QP_HOME"] = str(paths.qp_home())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    apply_env_defaults(env)
     env.update(extra or {})
     return env
 

@@ -221,11 +221,3 @@ class session_scope:  # noqa: N801 - used as `with session_scope(...) as spark`
     def __exit__(self, *exc: object) -> None:
         if self.given is None and self.spark is not None:
             self.spark.stop()
-
-
-def setup_job_logging() -> None:
-    """INFO logs for our own modules (row counts), WARN for everything else; idempotent."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("qp_core").setLevel(logging.INFO)
-    logging.getLogger("jobs").setLevel(logging.INFO)

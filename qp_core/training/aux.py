@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from typing import Iterator
 
 from qp_core import paths
+from qp_core.lake import AUX, GOLDEN, QUERY_LOG, dataset
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
         legacy.save(legacy_dir)
     legacy_dir = str(legacy_dir)
 
-    log_path = paths.dataset("raw/query_log")
+    log_path = dataset(QUERY_LOG)
     end = date.fromisoformat(run_dt)
     start = (end - timedelta(days=lookback_days)).isoformat()
     logs = spark.read.parquet(str(log_path)).where((F.col("dt") >= start) & (F.col("dt") <= run_dt))
@@ -77,7 +78,7 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
         .agg(F.count(F.lit(1)).alias("freq"))
         .where(F.col("freq") >= min_freq)
     )
-    golden_path = paths.dataset("raw/golden")
+    golden_path = dataset(GOLDEN)
     if golden_path.exists():
         golden = spark.read.parquet(str(golden_path)).select(norm("query").alias("query")).distinct()
         pool = pool.join(golden, "query", "left_anti")
@@ -85,7 +86,7 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
     sample = pool.orderBy(F.rand(seed)).limit(n_queries).select("query").repartition(max(1, spark.sparkContext.defaultParallelism))
     schema = "task string, query string, prompt string, completion string"
     aux = sample.mapInArrow(lambda it: _legacy_rows(it, list(tasks), legacy_dir), schema)
-    out = paths.dataset("training/aux")
+    out = dataset(AUX)
     aux.write.mode("overwrite").partitionBy("task").parquet(str(out))
     counts = {r["task"]: r["count"] for r in spark.read.parquet(str(out)).groupBy("task").count().collect()}
     logger.info("aux data: %s rows per task from %d pooled queries (%s..%s) -> %s", counts, n_queries, start, run_dt, out)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from qp_core import paths
+from qp_core.lake import ANNOTATIONS, AUX, GOLDEN, dataset
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,12 @@ def read_dataset(name_or_path: str | Path, columns: list[str] | None = None) -> 
 
 
 def annotation_rows() -> list[dict[str, Any]]:
-    return read_dataset("raw/annotations")
+    return read_dataset(ANNOTATIONS)
 
 
 def golden_rows(limit: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     """The golden set; ``limit`` > 0 takes a fixed random subset (same subset for every model of a run)."""
-    rows = read_dataset("raw/golden")
+    rows = read_dataset(GOLDEN)
     rows.sort(key=lambda r: r["query"])
     if limit and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
@@ -110,7 +111,7 @@ def task_example(task: str, query: str, label: str) -> dict[str, Any]:
 
 def aux_examples_by_task(root: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:
     """``training/aux/task=<t>`` rows as examples, grouped by task."""
-    root = Path(root) if root else paths.dataset("training/aux")
+    root = Path(root) if root else dataset(AUX)
     out: dict[str, list[dict[str, Any]]] = {}
     if not root.exists():
         return out

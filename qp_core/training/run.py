@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qp_core import paths
+from qp_core.lake import ANNOTATIONS, GOLDEN, QUERY_LOG, dataset
 from qp_core.training.config import TrainingSettings, load_training_settings, section_for_profile
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def make_context(
         over.setdefault("profile", profile)
     settings = load_training_settings(section, over)
     ensure_world()  # first: the run id is named after the lake's newest date
-    dt = dt or newest_dt("raw/query_log") or newest_dt("raw/annotations") or time.strftime("%Y-%m-%d")
+    dt = dt or newest_dt(QUERY_LOG) or newest_dt(ANNOTATIONS) or time.strftime("%Y-%m-%d")
     run_id = run_id or f"{settings.section}-{dt}" + ("" if settings.context else "-noctx")
     run_dir = training_root() / "runs" / run_id
     if fresh and run_dir.exists():
@@ -114,7 +115,7 @@ def model_dir(ctx: ChainContext, stage: str) -> Path:
 
 def ensure_world() -> None:
     """Generate the default synthetic world when the lake has no annotations (fresh clone)."""
-    if paths.dataset("raw/annotations").exists() and paths.dataset("raw/golden").exists():
+    if dataset(ANNOTATIONS).exists() and dataset(GOLDEN).exists():
         return
     from qp_core import world
 
@@ -128,5 +129,5 @@ def training_annotations(ctx: ChainContext) -> list[dict[str, Any]]:
     from qp_core.training.data import annotation_rows, read_dataset
 
     rows = annotation_rows()
-    golden = {normalize_query(r["query"]) for r in read_dataset("raw/golden", columns=["query"])}
+    golden = {normalize_query(r["query"]) for r in read_dataset(GOLDEN, columns=["query"])}
     return [r for r in rows if normalize_query(r["query"]) not in golden]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from qp_core import paths
+from qp_core.lake import ANNOTATIONS, AUX, GOLDEN, dataset
 from qp_core.training.callbacks import ProgressCallback
 from qp_core.training.config import TrainingSettings
 from qp_core.training.report import ROW_NAMES, plain_metrics, report_notes, write_report
@@ -52,7 +52,7 @@ def stage_aux(ctx: ChainContext, spark=None) -> dict[str, Any]:
     finally:
         if own:
             spark.stop()
-    return {"rows_per_task": counts, "path": str(paths.dataset("training/aux"))}
+    return {"rows_per_task": counts, "path": str(dataset(AUX))}
 
 
 def stage_base(ctx: ChainContext) -> dict[str, Any]:
@@ -244,8 +244,8 @@ def stage_promote(ctx: ChainContext, force: bool = False) -> dict[str, Any]:
             "profile": s.profile, "rules_mode": ctx.rules_mode, "rules_version": rules_version(),
             "prompt_version": PROMPT_VERSION, "stage": stage, "metrics": metrics, "run_id": ctx.run_id,
             "context": s.context, "section": s.section,
-            "data_versions": {"annotations": data_version("raw/annotations"), "golden": data_version("raw/golden"),
-                              "aux": data_version("training/aux") if s.sft1.lambda_aux > 0 else "unused",
+            "data_versions": {"annotations": data_version(ANNOTATIONS), "golden": data_version(GOLDEN),
+                              "aux": data_version(AUX) if s.sft1.lambda_aux > 0 else "unused",
                               "run_dt": ctx.dt},
         })
         version = record.version

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qp_core.lake import ANNOTATIONS, GOLDEN, NOTES, QUERY_LOG
 from qp_core.normalize import compact, normalize_query
 from qp_core.schema import dump_unified, validation_errors
 from qp_core.world.compose import Composer, Query
@@ -365,23 +366,23 @@ def generate(
     notes = make_notes(s.notes, s.seed, s.start_date, s.days,
                        make_composer=lambda rng, day: composer(s, rng, day))
     index = NoteIndex(notes)
-    _write(_notes_table(notes), root / "raw/notes/part-00000.parquet")
+    _write(_notes_table(notes), root / NOTES / "part-00000.parquet")
     say(f"notes: {len(notes)}")
 
     head = build_head(s)
     head_texts = {q.text for q, _ in head}
     golden = build_golden(s, head_texts, index)
     reserved = {compact(r["query"]) for r in golden}
-    _write(_labelled_table(golden), root / "raw/golden/part-00000.parquet")
+    _write(_labelled_table(golden), root / GOLDEN / "part-00000.parquet")
     say(f"golden: {len(golden)} (head {len(head)})")
 
     summary: dict[str, Any] = {"root": str(root), "notes": len(notes), "golden": len(golden), "days": {}}
     done: dict[str, int] = {}
     for day, date in enumerate(s.dates()):
         events = build_day(s, day, head, reserved)
-        _write(_log_table(events), root / f"raw/query_log/dt={date}/part-00000.parquet")
+        _write(_log_table(events), root / QUERY_LOG / f"dt={date}" / "part-00000.parquet")
         ann = build_annotations(s, day, events, index, done)
-        _write(_labelled_table(ann), root / f"raw/annotations/dt={date}/part-00000.parquet")
+        _write(_labelled_table(ann), root / ANNOTATIONS / f"dt={date}" / "part-00000.parquet")
         summary["days"][date] = {"query_log": len(events), "annotations": len(ann)}
         say(f"{date}: query_log {len(events)} rows, annotations {len(ann)}")
     return summary
