@@ -5,14 +5,15 @@ function the validate step runs. It runs here again only when the caller cannot 
 (``prevalidated=False``, the default); the daily step vouches when the partition's ``_quality.json``
 proves it is the untouched output of this same check (``rows.partition_prevalidated``).
 
-Fast paths, each measured (``python -m qp_core.bench.kv``): no GET per SET (new keys are counted with
-ONE multi-key ``EXISTS`` per batch, sent ahead of the batch's SETs in the same round trip); commands
-packed by hiredis and written on a pooled redis-py connection without the per-command bookkeeping of
-``Pipeline`` (3x the throughput of a redis-py pipeline on the same server); values built by string
-concatenation from the canonical ``result_json`` instead of a JSON round trip when the rows are
-prevalidated; ``publish_workers`` processes, each with its own connection, for the Python share of
-the work. On a Redis Cluster the batch goes through redis-py's cluster pipeline (slot routing,
-MOVED/ASK handling) and new keys are counted with one EXISTS per slot.
+Fast paths, each measured (``python -m qp_core.bench.kv``, docs/kv-spec.md §10): no GET per SET — a
+batch is ``MULTI; EXISTS k1..kn; MSET k1 v1 ..; EXEC`` (the EXISTS counts new keys for ``key_count``,
+atomically with the write); commands packed by hiredis and written on a pooled redis-py connection
+without ``Pipeline``'s per-command bookkeeping, each batch sent as soon as it is encoded and the
+replies read per chunk, so the server stores one batch while the next is encoded; prevalidated values
+built by string concatenation from the canonical ``result_json`` (no JSON round trip); the garbage
+collector paused during the loop; ``publish_workers`` processes, each with its own connection, for
+the CPU share of checking rows. On a Redis Cluster each batch goes through redis-py's cluster pipeline
+(slot routing, MOVED/ASK), with ``SET NX`` telling new keys from refreshed ones.
 """
 
 from __future__ import annotations
