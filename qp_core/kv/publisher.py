@@ -182,6 +182,7 @@ def _publish_rows(r, rows: list[Mapping[str, Any]], prefix: str, ns: str, dt: st
 
 
 _WORKER_REDIS = None
+_FORK_ROWS: list | None = None  # the rows, inherited by forked workers: they get slices, not pickled rows
 
 
 def _worker_init(url: str, settings: KVSettings) -> None:
@@ -190,7 +191,8 @@ def _worker_init(url: str, settings: KVSettings) -> None:
 
 
 def _worker_publish(args: tuple) -> _Chunk:
-    return _publish_rows(_WORKER_REDIS, *args)
+    rows = _FORK_ROWS[args[0]] if isinstance(args[0], slice) else args[0]
+    return _publish_rows(_WORKER_REDIS, rows, *args[1:])
 
 
 def _fenced_map(pool: ProcessPoolExecutor, args: Iterator[tuple], fence: Callable[[], None] | None,
@@ -245,15 +247,20 @@ class KVPublisher:
         versions: dict[str, str] = {}
         versions_from_model = False
         self.admin.register(ns)
+        global _FORK_ROWS
         chunk_rows = self.settings.batch_size * 10
-        args = ((chunk, self.keys.prefix, ns, str(dt), prevalidated, self.settings.batch_size)
-                for chunk in _chunks(records, chunk_rows))
+        tail = (self.keys.prefix, ns, str(dt), prevalidated, self.settings.batch_size)
+        args: Iterator[tuple] = ((chunk, *tail) for chunk in _chunks(records, chunk_rows))
         results: Iterable[_Chunk]
         if workers > 1:
             import multiprocessing
 
-            # fork where there is one (a worker starts in ms; each opens its own connection in _worker_init)
+            # fork where there is one: a worker starts in ms, opens its own connection (_worker_init) and
+            # reads its slice of the rows from the memory it inherited (shipping rows costs what encoding does)
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            if method == "fork":
+                _FORK_ROWS = records if isinstance(records, list) else list(records)
+                args = ((slice(i, i + chunk_rows), *tail) for i in range(0, len(_FORK_ROWS), chunk_rows))
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
                                        initializer=_worker_init,
                                        initargs=(resolve_url(self.url, self.settings), self.settings))
@@ -277,6 +284,7 @@ class KVPublisher:
                 gc.enable()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+                _FORK_ROWS = None
         report.refreshed = report.written - report.new_keys
         if fence is not None:
             fence()
