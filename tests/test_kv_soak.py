@@ -1,8 +1,8 @@
 """Soak: a reader, an operator flipping and rolling back, a publisher and the janitor with a short retire window,
 all at once against a real server, bounded in time (docs/kv-spec.md §5 invariants, §7 reader guarantee).
 
-Two readers: QPClient as it is (the pointer checked in the same round trip as every batch) and one that caches the pointer for
-``STALENESS_S`` (well inside the 2 s retire window), as an online reader may. Every namespace holds
+Two readers: QPClient as it is (the pointer checked in the same round trip as every batch) and one that
+caches the pointer for ``STALENESS_S`` (well inside the 2 s retire window), as an online reader may. Every namespace holds
 the same QUERIES, each answer tagged with its namespace's name, so a batch is
 *torn* when an answer's tag differs from the namespace the batch resolved, and a *miss* is any None
 (every namespace the pointer can name holds every query: activations pass a coverage gate of 1.0).

@@ -9,8 +9,8 @@ ratio that machine load cannot fake:
 * publish -> ``redis-benchmark -P 1000 -c 1 -t set -d <mean value bytes>``, interleaved with our
   publish of rows prevalidated by the validate step (anchor, ours, anchor, ... ``--rounds`` times, then a
   last anchor); the headline ratio is the median over our runs of each run's rate divided by the mean of
-  the two anchor runs that bracket it in time (the machine's load drifts; a pair sees the same load). Also reported: rows checked here (``check_row``), a refresh
-  (keys exist), and ``--workers`` processes;
+  the two anchor runs that bracket it in time (the machine's load drifts; a pair sees the same load).
+  Also reported: rows checked here (``check_row``), a refresh (keys exist), ``--workers`` processes;
 * mget -> ``redis-benchmark -c 1 MGET <the same 50 keys>`` p50/p99, plus a raw redis-py MGET of 50
   precomputed keys (what a hand-written client would pay); ``QPClient`` normalises, hashes, checks the
   pointer and decodes JSON on top, in one round trip.
@@ -83,7 +83,8 @@ def time_interleaved(fns: dict[str, Any], iters: int, warmup: int = 100) -> dict
             t0 = time.perf_counter()
             fn(i)
             lat[name].append((time.perf_counter() - t0) * 1000)
-    return {name: {"p50_ms": round(pct(v, 50), 4), "p99_ms": round(pct(v, 99), 4), "mean_ms": round(statistics.fmean(v), 4)}
+    return {name: {"p50_ms": round(pct(v, 50), 4), "p99_ms": round(pct(v, 99), 4),
+                   "mean_ms": round(statistics.fmean(v), 4)}
             for name, v in lat.items()}
 
 
@@ -217,7 +218,8 @@ def run(url: str | None, keys: int, iters: int, batch: int, workers: int = 2,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m qp_core.bench.kv", description=__doc__.splitlines()[0])
-    p.add_argument("--url", default=None, help="existing server (default: start a private one); only qpbench:* keys are written and removed")
+    p.add_argument("--url", default=None,
+                   help="existing server (default: start a private one); only qpbench:* keys are written and removed")
     p.add_argument("--keys", type=int, default=50_000)
     p.add_argument("--iters", type=int, default=2_000)
     p.add_argument("--batch", type=int, default=1_000)
