@@ -593,7 +593,7 @@ def test_rediss_tls_end_to_end(tmp_path):
         [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
          "--tls-cert-file", str(tmp_path / "srv.pem"), "--tls-key-file", str(tmp_path / "srv.key"),
          "--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no", *users],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT,  # a file: a pipe would block a read
     )
     try:
         writer_url, reader_url = (f"rediss://{u}@127.0.0.1:{port}/0" for u in ("qpwriter:w-pw", "qpreader:r-pw"))
@@ -605,7 +605,7 @@ def test_rediss_tls_end_to_end(tmp_path):
                     break
             except Exception:  # noqa: BLE001 - not up yet
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"TLS redis-server did not start: {proc.stdout.read()[-2000:]}")
+                    pytest.fail(f"TLS redis-server did not answer: {(tmp_path / 'server.log').read_text()[-2000:]}")
                 time.sleep(0.1)
         pub = KVPublisher(writer_url, settings=s)
         pub.publish(make_rows(QUERIES[:3], "A"), "nsA", "2026-11-01")
