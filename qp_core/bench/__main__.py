@@ -131,17 +131,20 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _kv_summary(r: dict[str, Any]) -> list[str]:
     pub, m = r["publish"], r["mget50"]
-    base = pub["baseline_redis_py_set_keys_per_s"]
-    lines = [f"redis {r.get('redis_version')}, {r['keys']} keys, batch {r['batch_size']}", "",
-             "| measure | value | anchor (same run) | ratio |", "|---|---|---|---|",
-             f"| publish new keys/s | {pub['new_keys_per_s']} | redis-py pipelined SET {base} | "
-             f"{pub['new_keys_per_s'] / base:.2f} |" if base else ""]
-    anchor = m.get("baseline_redis_py_mget", {}).get("p50_ms")
-    for key, v in m.items():
-        if "p50_ms" in v:
-            ratio = f"{v['p50_ms'] / anchor:.2f}" if anchor else "–"
-            lines.append(f"| mget 50 keys p50 ms: {key} | {v['p50_ms']} (p99 {v['p99_ms']}) | redis-py MGET p50 "
-                         f"{anchor} | {ratio} |")
+    anchor = pub.get("anchor_redis_benchmark_set", {}).get("rps_median")
+    lines = [f"{r.get('server')}, {r['keys']} keys, batch {r['batch_size']}, value {pub['value_bytes']} B", "",
+             "| measure | value | anchor (same server, same run) | ratio |", "|---|---|---|---|"]
+    for name, v in pub.items():
+        if isinstance(v, dict) and "keys_per_s" in v:
+            ratio = f"{v['keys_per_s'] / anchor:.3f}" if anchor else "–"
+            lines.append(f"| publish {name} keys/s | {v['keys_per_s']} | redis-benchmark SET -P 1000 -c 1: "
+                         f"{anchor or '–'} | {ratio} |")
+    bench = m.get("anchor_redis_benchmark_mget") or {}
+    for key in ("qpclient", "baseline_redis_py_mget"):
+        v = m[key]
+        lines.append(f"| mget 50 keys {key} p50 / p99 ms | {v['p50_ms']} / {v['p99_ms']} | redis-benchmark MGET 50: "
+                     f"{bench.get('p50_latency_ms', '–')} / {bench.get('p99_latency_ms', '–')} | "
+                     f"{m.get('ratio_p50_vs_anchor', '–') if key == 'qpclient' else '–'} |")
     return lines
 
 

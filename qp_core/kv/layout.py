@@ -15,7 +15,7 @@ from typing import Any
 from qp_core.normalize import NORMALIZE_VERSION, query_key
 from qp_core.schema import FIELDS, SCHEMA_VERSION
 
-KV_FORMAT_VERSION = 1
+KV_FORMAT_VERSION = 2  # 2: control keys moved under the {prefix} hash tag, retirement by deadline
 SOURCES = ("model", "fallback")
 _NS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -41,7 +41,14 @@ def check_namespace(ns: str) -> str:
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names under one prefix (default ``qp``). Control keys start with ``_`` so no namespace can clash."""
+    """Key names under one prefix (default ``qp``).
+
+    Result keys ``qp:<ns>:<query_key>`` carry no hash tag, so a cluster spreads them over every slot.
+    Control keys (pointer, history, events, registry, metadata, pin, retire schedule, leases) all carry
+    the hash tag ``{qp}`` — ``qp:{qp}:active`` — so they live in ONE slot and every lifecycle Lua script
+    or MULTI touches a single node. A namespace id cannot contain braces, so ``SCAN MATCH qp:<ns>:*``
+    never meets a control key.
+    """
 
     prefix: str = "qp"
 
@@ -54,24 +61,41 @@ class Keys:
     def for_query(self, ns: str, query: str) -> str:
         return self.result(ns, query_key(query))
 
+    def control(self, name: str) -> str:
+        return f"{self.prefix}:{{{self.prefix}}}:{name}"
+
     @property
     def active(self) -> str:
-        return f"{self.prefix}:_active"
+        return self.control("active")
 
     @property
     def history(self) -> str:
-        return f"{self.prefix}:_history"
+        return self.control("history")
 
     @property
     def events(self) -> str:
-        return f"{self.prefix}:_events"
+        return self.control("events")
 
     @property
     def namespaces(self) -> str:
-        return f"{self.prefix}:_namespaces"
+        return self.control("namespaces")
+
+    @property
+    def pin(self) -> str:
+        """JSON ``{"ns","at","by","reason","registry_version"}`` while a rollback/operator pin holds the pointer."""
+        return self.control("pin")
+
+    @property
+    def retiring(self) -> str:
+        """Sorted set: retired namespace -> Unix time after which the janitor deletes it."""
+        return self.control("retiring")
 
     def meta(self, ns: str) -> str:
-        return f"{self.prefix}:_meta:{ns}"
+        return self.control(f"meta:{ns}")
+
+    def lease(self, ns: str) -> str:
+        """Publish lease of one namespace: a random token with a PX expiry, renewed per batch."""
+        return self.control(f"lease:{ns}")
 
 
 def is_query_key(value: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field
 
@@ -39,13 +39,22 @@ class KVSettings(Settings):
     airflow_conn_id: str | None = "qp_redis"
     prefix: str = Field("qp", pattern=r"^[A-Za-z0-9_.-]+$")
     batch_size: int = Field(1000, ge=1)
+    publish_workers: int = Field(1, ge=1)
     mget_chunk: int = Field(500, ge=1)
     retired_ttl_s: int = Field(7 * 86400, ge=1)
     min_coverage: float = Field(0.95, ge=0.0, le=1.0)
     coverage_sample: int = Field(200_000, ge=1)
     activate_after_publish: bool = True
     history_max: int = Field(50, ge=1)
+    # lifecycle (kv.lease, kv.janitor): publish lease expiry, janitor batch size, pause and time budget
+    lease_ttl_s: float = Field(120.0, gt=0)
+    janitor_batch: int = Field(1000, ge=1)
+    janitor_jitter_ms: float = Field(50.0, ge=0)
+    janitor_budget_s: float = Field(600.0, gt=0)
     socket_timeout_s: float = Field(5.0, gt=0)
+    # the reader (QPClient) sits on a request path: short timeouts, no retries, all-None on an outage
+    reader_timeout_s: float = Field(0.1, gt=0)
+    reader_outage_backoff_s: float = Field(0.5, ge=0)
     ssl: SSLSettings = Field(default_factory=SSLSettings)
 
 
@@ -74,17 +83,40 @@ def resolve_url(explicit: str | None = None, settings: KVSettings | None = None)
     )
 
 
-def connect(url: str | None = None, settings: KVSettings | None = None):
-    """A ``redis.Redis`` for the resolved URL (password/ACL user from the URL, TLS options for rediss://)."""
+def split_cluster_flag(url: str) -> tuple[str, bool]:
+    """(url without ``cluster=``, whether it names a Redis Cluster). ``?cluster=true`` marks a cluster URL:
+    the URL alone then says how to connect, wherever it comes from (env, conf, Airflow connection)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v for k, v in query if k == "cluster"]
+    cluster = bool(flags) and flags[-1].lower() in {"1", "true", "yes"}
+    rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+    path = "" if cluster else parts.path  # a cluster has only db 0
+    return urlunsplit((parts.scheme, parts.netloc, path, rest, parts.fragment)), cluster
+
+
+def connect(url: str | None = None, settings: KVSettings | None = None, *, timeout_s: float | None = None,
+            retries: int | None = None, decode_responses: bool = True):
+    """A ``redis.Redis`` (or ``redis.RedisCluster`` for a ``?cluster=true`` URL) for the resolved URL.
+
+    Password/ACL user come from the URL, TLS options from ``settings.ssl`` for rediss://. ``timeout_s`` and
+    ``retries`` override the defaults (the reader passes short ones; redis-py's default is 3 retries).
+    hiredis, when installed (it is pinned), parses replies and packs commands in C: redis-py picks it up.
+    """
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     settings = settings or load_kv_settings()
-    resolved = resolve_url(url, settings)
+    resolved, cluster = split_cluster_flag(resolve_url(url, settings))
+    timeout = timeout_s if timeout_s is not None else settings.socket_timeout_s
     kwargs: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_timeout": settings.socket_timeout_s,
-        "socket_connect_timeout": settings.socket_timeout_s,
+        "decode_responses": decode_responses,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
     }
+    if retries is not None:
+        kwargs["retry"] = Retry(NoBackoff(), retries)
     if urlsplit(resolved).scheme == "rediss":
         ssl = settings.ssl
         kwargs.update(
@@ -97,6 +129,8 @@ def connect(url: str | None = None, settings: KVSettings | None = None):
             kwargs["ssl_certfile"] = ssl.certfile
         if ssl.keyfile:
             kwargs["ssl_keyfile"] = ssl.keyfile
+    if cluster:
+        return redis.RedisCluster.from_url(resolved, **kwargs)
     return redis.Redis.from_url(resolved, **kwargs)
 
 
@@ -107,12 +141,13 @@ def url_from_connection_fields(
     """Build a redis:// or rediss:// URL from Airflow-style connection fields (pure, testable)."""
     extra = extra or {}
     tls = str(extra.get("ssl", extra.get("tls", False))).lower() in {"1", "true", "yes"}
+    cluster = str(extra.get("cluster", False)).lower() in {"1", "true", "yes"}
     scheme = "rediss" if tls else "redis"
     auth = ""
     if login or password:
         auth = quote(login or "", safe="") + (":" + quote(password, safe="") if password else "") + "@"
     db = schema or str(extra.get("db", 0))
-    return f"{scheme}://{auth}{host or 'localhost'}:{port or 6379}/{db or 0}"
+    return f"{scheme}://{auth}{host or 'localhost'}:{port or 6379}/{db or 0}" + ("?cluster=true" if cluster else "")
 
 
 def url_from_airflow_conn(conn_id: str | None = None) -> str:

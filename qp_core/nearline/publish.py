@@ -1,4 +1,4 @@
-"""The daily publish step: ``curated/qp_results/dt=D`` → namespace → lake manifest → pointer (gate permitting).
+"""The daily publish step: ``curated/qp_results/dt=D`` → namespace → lake manifest → pointer (gate and pin permitting).
 
 Kept here (not in ``jobs/publish.py``) so the DAG, ``qp run`` and tests run the same code. The
 namespace defaults to ``namespace_for`` of the rows' versions; the pipeline passes it explicitly.
@@ -6,14 +6,20 @@ namespace defaults to ``namespace_for`` of the rows' versions; the pipeline pass
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from qp_core.kv import faults
+from qp_core.kv.admin import KVAdmin, KVError
+from qp_core.kv.janitor import Janitor
 from qp_core.kv.layout import namespace_for
-from qp_core.kv.manifest import update_manifest
+from qp_core.kv.lease import PublishLease
+from qp_core.kv.manifest import reconcile_manifest, update_manifest
 from qp_core.kv.publisher import KVPublisher, PublishReport
+from qp_core.kv.rows import partition_prevalidated
 from qp_core.kv.settings import KVSettings, load_kv_settings
 from qp_core.lake import RESULTS, partition, quality_path, read_quality
 
@@ -73,6 +79,43 @@ def default_namespace(rows: list[dict[str, Any]]) -> str:
     return namespace_for(model, rules, prompt)
 
 
+def production_version() -> str | None:
+    """The registry's production model version now (None when there is no registry/model here)."""
+    try:
+        from qp_core import registry
+
+        record = registry.production()
+        return str(record.version) if record is not None else None
+    except Exception as exc:  # noqa: BLE001 - the pin check must not fail a publish on a registry hiccup
+        logger.warning("could not read the registry's production model: %s", exc)
+        return None
+
+
+def pin_decision(admin: KVAdmin, ns: str) -> tuple[bool, str]:
+    """(may auto-activate ``ns``, why). A pin on another namespace blocks the daily flip until an operator
+    unpins or the registry's production model differs from the one recorded at pin time (a new
+    promotion, or a registry rollback: the registry now says what should serve), which lifts the pin."""
+    raw = admin.r.get(admin.keys.pin)
+    pin = json.loads(raw) if raw else None
+    if not pin or pin.get("ns") == ns:
+        return True, ""
+    now = production_version()
+    then = pin.get("registry_version")
+    if now and then and now != then:
+        faults.point("daily.before_unpin")
+        try:  # only the pin read above: an operator's newer pin is never lifted by this run
+            admin.unpin(reason=f"registry production changed since the pin ({then} -> {now})", expected_raw=raw)
+        except KVError as exc:
+            return False, f"pin changed while this run checked it ({exc}); pointer left alone"
+        logger.info("pin on %s lifted: registry production changed %s -> %s", pin["ns"], then, now)
+        return True, f"pin lifted: production model changed {then} -> {now}"
+    why = (f"pointer pinned to {pin['ns']} by {pin.get('by')} at {pin.get('at')}"
+           f"{' (' + pin['reason'] + ')' if pin.get('reason') else ''}; production model still {now}: "
+           f"{ns} is published but not activated (`qp kv unpin` or promote a new model)")
+    logger.warning(why)
+    return False, why
+
+
 def publish_day(
     dt: str,
     namespace: str | None = None,
@@ -81,7 +124,14 @@ def publish_day(
     activate: bool | None = None,
     min_coverage: float | None = None,
     settings: KVSettings | None = None,
+    janitor: bool = True,
 ) -> DailyPublishResult:
+    """Publish one partition under the namespace's publish lease, then (gate and pin permitting) activate.
+
+    Under the lease: the keys (fenced per batch), ``key_count`` recounted when the previous publish into
+    the namespace never finished (crash), and the lake manifest (fenced before its atomic replace).
+    Then the pointer, then the janitor (its failures are logged, never fail the publish).
+    """
     settings = settings or load_kv_settings()
     quality = check_quality(dt)
     rows = read_results(dt)
@@ -89,14 +139,39 @@ def publish_day(
     if ns is None:
         raise PublishRefused(f"dt={dt} has no rows and no --namespace was given")
     publisher = KVPublisher(url, settings=settings)
-    report = publisher.publish(rows, ns, dt)
-    manifest_rows = update_manifest(ns, report.published, dt)
+    admin = publisher.admin
+    extra: dict[str, Any] = {"quality_present": quality is not None}
+    # rows the validate step checked and nobody touched since are not checked a second time
+    prevalidated = partition_prevalidated(partition(RESULTS, dt), quality)
+    extra["prevalidated"] = prevalidated
+    with PublishLease(admin, ns) as lease:
+        report = publisher.publish(rows, ns, dt, fence=lease.renew, prevalidated=prevalidated)
+        if lease.previous_unfinished:
+            extra["key_count_recounted"] = admin.recount(ns)
+        faults.point("daily.before_manifest")
+        manifest_rows = update_manifest(ns, report.published, dt, before_replace=lease.renew)
     activation = None
     do_activate = settings.activate_after_publish if activate is None else activate
-    if do_activate and publisher.admin.active() != ns:
-        activation = publisher.activate(ns, min_coverage).to_dict()
-    active = publisher.admin.active()
+    if do_activate and admin.active() != ns:
+        allowed, why = pin_decision(admin, ns)
+        if allowed:
+            activation = publisher.activate(ns, min_coverage).to_dict()
+        else:
+            activation = {"activated": False, "namespace": ns, "previous": admin.active(), "reason": why}
+        if why:
+            extra["pin"] = why
+    if janitor:
+        try:
+            extra["janitor"] = Janitor(admin).run().to_dict()
+        except Exception as exc:  # noqa: BLE001 - housekeeping; `qp kv janitor` reruns it
+            logger.warning("janitor failed (rerun `qp kv janitor`): %s", exc)
+    active = admin.active()
     logger.info("dt=%s ns=%s: %d keys written (%d new, %d rejected) at %.0f keys/s; manifest %d rows; active=%s",
                 dt, ns, report.written, report.new_keys, report.rejected, report.keys_per_s, manifest_rows, active)
-    return DailyPublishResult(report, manifest_rows, activation, active,
-                              extra={"quality_present": quality is not None})
+    return DailyPublishResult(report, manifest_rows, activation, active, extra=extra)
+
+
+def reconcile_target(ns: str, url: str | None = None, settings: KVSettings | None = None) -> dict[str, int]:
+    """Before the day's sample: drop manifest entries of ``ns`` that Redis no longer holds (see ``kv.manifest``)."""
+    admin = KVAdmin(url, settings=settings)
+    return reconcile_manifest(ns, admin.r, admin.keys, batch=admin.settings.batch_size)

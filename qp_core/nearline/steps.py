@@ -83,6 +83,7 @@ def resolve_target(redis_url: str | None = None) -> Target:
 
     rules_version = getattr(record, "rules_version", None) or _current_rules_version()
     namespace = kv.namespace_for(record.version, rules_version, PROMPT_VERSION)
+    _reconcile_manifest(namespace, redis_url)
     return Target(
         model_version=str(record.version),
         model_dir=str(Path(record.path).resolve()),
@@ -99,6 +100,17 @@ def _current_rules_version() -> str:
     from qp_core import rules
 
     return rules.rules_version()
+
+
+def _reconcile_manifest(namespace: str, redis_url: str | None = None) -> None:
+    """Drop lake-manifest entries the namespace no longer holds in Redis, so today's sample selects them again."""
+    try:
+        from qp_core.nearline.publish import reconcile_target
+
+        counts = reconcile_target(namespace, redis_url)
+        logger.info("KV manifest of %s reconciled with Redis: %s", namespace, counts)
+    except Exception as exc:  # the publish step is where an unreachable Redis must fail, not here
+        logger.warning("could not reconcile the KV manifest of %s with Redis: %s", namespace, exc)
 
 
 def _active_namespace(redis_url: str | None = None) -> str | None:

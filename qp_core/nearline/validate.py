@@ -1,7 +1,11 @@
 """Validation step: ``curated/generations/dt=D/model=V`` → ``curated/qp_results/dt=D`` + ``_quality.json``.
 
 Every generation is parsed and validated (``qp_core.parse.parse_output``, which applies only named,
-unambiguous repairs). An unusable one — engine error such as ``prompt_too_long``, no JSON, or JSON that breaks
+unambiguous repairs), then held to ``qp_core.kv.rows.check_row`` — the one row check the publisher
+also applies (strict JSON types, no control/bidi characters, size caps, no duplicate keys) — so
+nothing this step passes can be refused at publish time; ``_quality.json`` records the check's
+version and each written file's digest, which lets the publisher skip re-checking an untouched
+partition. An unusable one — engine error such as ``prompt_too_long``, no JSON, or JSON that breaks
 the contract — is replaced by the legacy pipeline's result with ``src=fallback``, so every chosen query still
 gets a result. The quality report counts all of it.
 
@@ -74,8 +78,9 @@ def check_complete(dt: str, model_version: str) -> list[int]:
 
 def validate_rows(gens: Iterable[dict[str, Any]], legacy: Any = None) -> list[dict[str, Any]]:
     """One result row per generation: the parsed model output, or the legacy result (``src=fallback``)."""
+    from qp_core.kv.rows import check_row
     from qp_core.parse import parse_output
-    from qp_core.schema import dump_unified, validation_errors
+    from qp_core.schema import dump_unified
 
     out: list[dict[str, Any]] = []
     fallback_idx: list[int] = []
@@ -96,6 +101,9 @@ def validate_rows(gens: Iterable[dict[str, Any]], legacy: Any = None) -> list[di
             row["repairs"] = list(parsed.repairs or [])
             if parsed.result is not None:
                 row["result_json"] = dump_unified(parsed.result)
+                checked = check_row(row)
+                if isinstance(checked, str):
+                    row["result_json"], row["error"] = None, f"check: {checked}"
             else:
                 row["error"] = f"parse: {parsed.error}"
         if row["result_json"] is None:
@@ -110,8 +118,12 @@ def validate_rows(gens: Iterable[dict[str, Any]], legacy: Any = None) -> list[di
         queries = [out[i]["query_norm"] for i in fallback_idx]
         preds = legacy.predict_batch(queries)
         for i, pred in zip(fallback_idx, preds):
-            if pred is not None and not validation_errors(pred, out[i]["query_norm"]):
-                out[i]["result_json"] = dump_unified(pred)
+            try:
+                candidate = dict(out[i], result_json=dump_unified(pred)) if pred is not None else None
+            except (KeyError, TypeError, ValueError):  # not even the unified shape
+                candidate = None
+            if candidate is not None and not isinstance(check_row(candidate), str):
+                out[i]["result_json"] = candidate["result_json"]
             else:
                 out[i]["src"] = "none"  # neither model nor legacy: the row is reported, not published
     return out
@@ -214,7 +226,9 @@ def _write_partition(dt: str, rows: list[dict[str, Any]], report: dict[str, Any]
         ])
         table = pa.table({c: [r[c] for r in rows] for c in RESULT_COLUMNS}, schema=schema)
         pq.write_table(table, str(stage / "part-00000.parquet"))
-    report = dict(report, report_path=str(final / QUALITY_FILE))
+    from qp_core.kv.rows import partition_stamp
+
+    report = dict(report, report_path=str(final / QUALITY_FILE), row_check=partition_stamp(stage))
     (stage / QUALITY_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     old = final.parent / f".dt={dt}.old.{os.getpid()}"
     if final.exists():

