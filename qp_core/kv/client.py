@@ -11,8 +11,8 @@ namespace a batch resolved keeps all its keys for ``retired_ttl_s`` after it sto
 
 Fail-soft by default, because the caller always has its own signals to fall back on: a missing,
 malformed, non-object or unknown-schema-version value is ``None`` for that key only, a query that
-cannot be keyed (not a string, a lone surrogate) is ``None``, and a Redis outage (refused, reset,
-timeout after ``reader_timeout_s``, no retries) is all-``None`` at once; after an outage the client
+cannot be keyed (not a string; lone surrogates are dropped by normalisation) is ``None``, and a Redis
+outage (refused, reset, timeout after ``reader_timeout_s``, no retries) is all-``None`` at once; after an outage the client
 does not dial again for ``reader_outage_backoff_s``, so a dead server costs microseconds, not a
 timeout per request. Every such case is counted in ``stats``. ``strict=True`` raises instead.
 
@@ -134,7 +134,7 @@ class QPClient:
     def _query_key(self, query: Any) -> str | None:
         try:
             return query_key(query) if isinstance(query, str) else None
-        except (UnicodeError, ValueError):  # a lone surrogate cannot be UTF-8 encoded: never published
+        except (UnicodeError, ValueError):  # defensive: normalize_query drops lone surrogates, so none reach here
             return None
 
     def _decode(self, raw: bytes | str | None, qkey: str | None, query: Any) -> dict[str, Any] | None:
