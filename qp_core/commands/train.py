@@ -21,7 +21,7 @@ def _console():
     return Console()
 
 
-def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
+def _ctx(section, profile, run_id, dt, fresh, context=True, console=None, overrides=None):
     from qp_core.training.run import make_context
 
     console = console or _console()
@@ -29,7 +29,7 @@ def _ctx(section, profile, run_id, dt, fresh, context=True, console=None):
 
     apply_env_defaults(OMP_NUM_THREADS="1")
     return make_context(section, profile=profile, run_id=run_id, dt=dt, fresh=fresh,
-                        overrides=None if context else {"context": False},
+                        overrides={**(overrides or {}), **({} if context else {"context": False})},
                         progress=lambda m: console.log(m, markup=False))
 
 
@@ -137,26 +137,33 @@ def stage(
 
 @app.command()
 def ablation(
-    which: str = typer.Argument("all", help="isolated | context-off | all"),
+    which: str = typer.Argument("all", help="isolated | context-off | step-matched | lambda-0 | all"),
     profile: str = typer.Option("tiny"),
     section: Optional[str] = typer.Option(None),
     run_id: Optional[str] = typer.Option(None, help="The main run to compare with (default <section>-<dt>)."),
     steps: Optional[int] = typer.Option(None, help="SFT steps per isolated model (default: stage-1 steps)."),
 ) -> None:
-    """Ablations as commands: task-isolated models (Table 2) and context off (no history/notes)."""
-    from qp_core.training.ablation import ablation_report, run_isolated_ablation
-    from qp_core.training.stages import run_chain
+    """Ablations and controls next to a finished run: task-isolated models (Table 2), context off, one long
+    stage 1 at stage 1 + stage 2's steps, λ = 0 at equal steps; report in <run>/ablations/."""
+    from qp_core.training.ablation import CONTROLS, ablation_report, control_run_id, run_control, run_isolated_ablation
+    from qp_core.training.run import training_root
 
+    names = ["isolated", *CONTROLS]
+    if which not in (*names, "all"):
+        raise typer.BadParameter(f"{which!r}: expected one of {', '.join(names)} or all")
     console = _console()
     ctx = _ctx(section, profile, run_id, None, False, True, console)
-    isolated = noctx = None
-    if which in ("isolated", "all"):
-        isolated = run_isolated_ablation(ctx, steps=steps)
-    if which in ("context-off", "all"):
-        noctx = _ctx(section, profile, (run_id or ctx.run_id) + "-noctx", ctx.dt, False, False, console)
-        stages = ["base", "sft1", "sft2", "evaluate"]
-        run_chain(noctx, stages, evaluate={"legacy": False})
-    paths = ablation_report(ctx, isolated, noctx)
+    isolated = run_isolated_ablation(ctx, steps=steps) if which in ("isolated", "all") else None
+    controls = {}
+    for name, spec in CONTROLS.items():
+        rid = control_run_id(ctx, name)
+        ran_before = (training_root() / "runs" / rid / "evaluate" / "stage.json").exists()
+        if which in (name, "all") or ran_before:  # a finished control stays in the report
+            controls[name] = _ctx(section, profile, rid, ctx.dt, False, console=console,
+                                  overrides=spec["overrides"](ctx.settings))
+        if which in (name, "all"):
+            run_control(controls[name], name)
+    paths = ablation_report(ctx, isolated, controls)
     for key, path in paths.items():
         console.print(f"{key:12s} {path}")
 
