@@ -200,3 +200,17 @@ def test_query_last_puts_the_query_after_its_context():
     full = prompt.build_messages("兰蔻 小黑瓶", ["兰蔻"], ["兰蔻精华测评"], rules_mode="full")[1]["content"]
     assert list(json.loads(compact)) == ["h", "n", "q"] and compact.endswith(f'"q":"{normalize_query("兰蔻 小黑瓶")}"}}')
     assert list(json.loads(full)) == ["query", "history", "notes"]
+
+
+@pytest.mark.parametrize("mode", ["full", "compact"])
+def test_prompt_shows_all_the_context_the_labels_read(mode):
+    """The world's labels take an ambiguous word's sense from up to ``history_k`` history queries and the
+    majority of up to ``notes_m`` notes (qp_core.world.labels); a prompt showing fewer hides the answer."""
+    from qp_core.world.settings import load_world_settings
+
+    w, ms = load_world_settings(), getattr(prompt.load_prompt_settings(), mode)
+    assert ms.max_history >= w.history_k and ms.max_notes >= w.notes_m
+    history = [f"历史{i}" for i in range(w.history_k)]
+    msgs = prompt.build_messages("奶油风", history, NOTES[: w.notes_m], rules_mode=mode)
+    payload = json.loads(msgs[1]["content"])
+    assert len(payload[ms.keys.history]) == w.history_k and len(payload[ms.keys.notes]) == w.notes_m
