@@ -163,3 +163,15 @@ def test_undecodable_row_is_quarantined_and_counted(spark, spark_lake):
     assert ctx.queries == 2
     history = {r["query_norm"]: r["history"] for r in read("curated/query_context")}
     assert history["粉底液"] == ["dior 口红"]  # the undecodable row between them is skipped
+
+
+def test_training_aux_pool_reads_the_log_through_the_contract(spark, spark_lake):
+    """The training chain's aux stage pools queries from the same log: a drifted column stops it too."""
+    from qp_core.lake import AUX, dataset
+    from qp_core.training.aux import build_aux
+
+    values, message = _bad_query_columns()["binary"]
+    write_raw(DT, with_query(values))
+    with pytest.raises(LogSchemaError, match=message):
+        build_aux(spark, DT, size=10, lookback_days=2, tasks=["seg"], seed=0)
+    assert not dataset(AUX).exists()

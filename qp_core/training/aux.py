@@ -56,8 +56,17 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
     from pyspark.sql import functions as F
 
     from qp_core.legacy import load_or_train
+    from qp_core.nearline import querylog
     from qp_core.normalize import normalize_query
 
+    end = date.fromisoformat(run_dt)
+    start = (end - timedelta(days=lookback_days)).isoformat()
+    window = [(end - timedelta(days=i)).isoformat() for i in range(lookback_days, -1, -1)]
+    # the nearline steps' log reader, before anything costly: a drifted schema stops the stage naming
+    # partition and column
+    logs, _ = querylog.read(spark, window, needs=("query",))
+    if logs is None:
+        raise FileNotFoundError(f"{dataset(QUERY_LOG)}: no partition in {start}..{run_dt} to pool aux queries from")
     legacy = load_or_train()  # fit (or load) once in the driver; executors load the saved copy
     legacy_dir = paths.registry_root() / "legacy" / str(legacy.meta.get("training_hash", "-"))
     if not legacy_dir.exists():
@@ -65,17 +74,13 @@ def build_aux(spark, run_dt: str, *, size: int, lookback_days: int, tasks: list[
         legacy.save(legacy_dir)
     legacy_dir = str(legacy_dir)
 
-    log_path = dataset(QUERY_LOG)
-    end = date.fromisoformat(run_dt)
-    start = (end - timedelta(days=lookback_days)).isoformat()
-    logs = spark.read.parquet(str(log_path)).where((F.col("dt") >= start) & (F.col("dt") <= run_dt))
     norm = F.udf(lambda q: normalize_query(q) if q else None, "string")
-    pool = (
+    pool = (  # Python normalises each distinct raw string once, not each row
         logs.where(F.col("query").isNotNull())
-        .select(norm("query").alias("query"))
+        .groupBy("query").agg(F.count(F.lit(1)).alias("freq"))
+        .select(norm("query").alias("query"), "freq")
         .where(F.length("query") > 0)
-        .groupBy("query")
-        .agg(F.count(F.lit(1)).alias("freq"))
+        .groupBy("query").agg(F.sum("freq").alias("freq"))
         .where(F.col("freq") >= min_freq)
     )
     golden_path = dataset(GOLDEN)
