@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from qp_core.ops import airflow_local
 from qp_core.ops.process import free_port
-from tests.fixtures.airflow import kv_snapshot, lake_snapshot, pipeline_env, register_production_model
+from tests.fixtures.airflow import kv_snapshot, lake_snapshot, pipeline_sandbox
 
 DATES = ["2026-11-01", "2026-11-02"]
 
@@ -37,16 +37,8 @@ def test_serial_backfill_without_model_fails_cleanly(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory, small_world, redis_url, tiny_model_dir):
-    root = tmp_path_factory.mktemp("backfill")
-    env = pipeline_env(root, small_world, redis_url, db=8)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        import redis
-
-        redis.Redis.from_url(env["QP_REDIS_URL"]).flushdb()
-        register_production_model(tiny_model_dir)
-        yield {"root": root, "lake": root / "lake", "url": env["QP_REDIS_URL"]}
+    with pipeline_sandbox(tmp_path_factory.mktemp("backfill"), small_world, redis_url, tiny_model_dir, db=8) as box:
+        yield box
 
 
 @pytest.fixture(scope="module")

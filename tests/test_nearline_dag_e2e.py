@@ -5,11 +5,10 @@ second run of the same date leaves every lake partition and the KV contents unch
 from __future__ import annotations
 
 import datetime as dt_mod
-import os
 
 import pytest
 
-from tests.fixtures.airflow import kv_snapshot, lake_snapshot, pipeline_env, register_production_model
+from tests.fixtures.airflow import kv_snapshot, lake_snapshot, pipeline_sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.spark, pytest.mark.redis, pytest.mark.vllm]
 
@@ -18,16 +17,8 @@ DT = "2026-11-01"
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory, small_world, redis_url, tiny_model_dir, airflow_db):
-    root = tmp_path_factory.mktemp("e2e")
-    env = pipeline_env(root, small_world, redis_url, db=7)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        import redis
-
-        redis.Redis.from_url(env["QP_REDIS_URL"]).flushdb()
-        version = register_production_model(tiny_model_dir)
-        yield {"env": env, "lake": root / "lake", "url": env["QP_REDIS_URL"], "version": version}
+    with pipeline_sandbox(tmp_path_factory.mktemp("e2e"), small_world, redis_url, tiny_model_dir, db=7) as box:
+        yield box
 
 
 def _dag_test(dagbag, dt: str):
