@@ -158,3 +158,32 @@ def test_fuzzed_user_text_keeps_the_structure(chatml, gemma, llama3, data):
     for tok in (chatml, gemma, llama3):
         msgs = build_messages(text, [text], [render_note(text, text, [text])], rules_mode="compact")
         assert structure(tok, render_chat(tok, msgs)) == benign_structure(tok)
+
+
+def test_sft_trains_on_neutralised_prompts(tiny_model_dir, tmp_path):
+    """The trainers see what serving renders: TRL applies the chat template to our prompt messages, so user
+    text spelling one of the served tokenizer's added tokens (here a tool-call token, which the prompt
+    builder's fixed clean-up does not know) must not become that token in training either."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from qp_core.training.config import load_training_settings
+    from qp_core.training.sft import make_sft_trainer
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok.add_special_tokens({"additional_special_tokens": ["<tool_call>"]})
+    tok.save_pretrained(str(model_dir))
+    label = '{"entities":[],"segments":["x"],"weights":[3],"category":["美食/食谱"],"intent_desc":"x"}'
+
+    def example(query):
+        return {"prompt": build_messages(query, [], [], rules_mode="compact"),
+                "completion": [{"role": "assistant", "content": label}], "query": query, "label": label,
+                "source": "unified"}
+
+    trainer = make_sft_trainer(model_dir, [example("x"), example("x<tool_call>")], tmp_path / "out",
+                               load_training_settings("ci").sft1)
+    benign, attacked = (structure(tok, list(trainer.train_dataset[i]["input_ids"])) for i in (0, 1))
+    assert benign == attacked

@@ -87,6 +87,7 @@ def train_grpo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
+    from qp_core.prompt import neutralize_messages
     from qp_core.training.data import unified_prompt
 
     out = Path(out_dir)
@@ -101,16 +102,16 @@ def train_grpo(
         result = StageResult(Path(init_dir), [], 0.0, {"skipped": "no filtered prompts"})
         write_stage_result(out, result)
         return result
-    data = Dataset.from_list([
-        {"prompt": unified_prompt(r, rules_mode, context), "label": r["label"] if isinstance(r["label"], str) else json.dumps(r["label"], ensure_ascii=False),
-         "query": r["query"], "target": r.get("target", "")}
-        for r in rows
-    ])
-    funcs, weights = reward_functions(g.weights)
     tok = AutoTokenizer.from_pretrained(str(init_dir))
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    data = Dataset.from_list([
+        {"prompt": neutralize_messages(unified_prompt(r, rules_mode, context), tok), "label": r["label"] if isinstance(r["label"], str) else json.dumps(r["label"], ensure_ascii=False),
+         "query": r["query"], "target": r.get("target", "")}
+        for r in rows
+    ])
+    funcs, weights = reward_functions(g.weights)
     model = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=torch.float32)
     args = grpo_config(out, g, weights, bf16=bf16, seed=seed, use_cpu=not torch.cuda.is_available())
     rollout = None

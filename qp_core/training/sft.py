@@ -124,12 +124,16 @@ def make_sft_trainer(init_dir: str | Path, examples: list[dict[str, Any]], out_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
+    from qp_core.prompt import neutralize_messages
     from qp_core.training.data import to_hf_dataset
 
     use_cpu = not torch.cuda.is_available()
     tok = AutoTokenizer.from_pretrained(str(init_dir))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    # user text is neutralised against this tokenizer's control tokens, exactly as serving renders it
+    # (engines.base.render_chat): TRL applies the chat template to the prompt messages as given
+    examples = [{**e, "prompt": neutralize_messages(e["prompt"], tok)} for e in examples]
     model = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=torch.float32)
     args = sft_config(out_dir, st, bf16=bf16, seed=seed, use_cpu=use_cpu)
     return SFTTrainer(
