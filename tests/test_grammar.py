@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from qp_core.grammar import query_grammar
+from qp_core.grammar import query_grammar, task_grammar
+from qp_core.prompt import task_target
 from qp_core.schema import dump_unified, validation_errors
 
 QUERY = "雅诗兰黛 1c1粉底液 色号"
@@ -27,13 +28,15 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(str(tiny_model_dir))
 
 
-def accepts(tokenizer, query: str, text: str) -> bool:
-    """Whether the grammar of ``query`` accepts ``text`` as a complete output, fed as the model's tokens."""
+def accepts(tokenizer, query: str, text: str, task: str | None = None) -> bool:
+    """Whether the grammar of ``query`` (``task``'s when given) accepts ``text`` as a complete output, fed as
+    the model's tokens."""
     import llguidance
     import llguidance.hf
 
+    grammar = query_grammar(query) if task is None else task_grammar(query, task)
     matcher = llguidance.LLMatcher(llguidance.hf.from_tokenizer(tokenizer),
-                                   llguidance.LLMatcher.grammar_from_lark(query_grammar(query)), log_level=0)
+                                   llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0)
     return bool(matcher.consume_tokens(tokenizer.encode(text, add_special_tokens=False))) and matcher.is_accepting()
 
 
@@ -89,6 +92,87 @@ def test_every_world_label_is_accepted_and_no_corrupted_copy_is(tokenizer, small
             bad["entities"][0]["text"] += "々"
         assert validation_errors(bad, r["query"])
         assert not accepts(tokenizer, r["query"], dump_unified(bad)), bad
+
+
+# ------------------------------------------------------------------ single-task grammars (Table 2 models)
+TASKS = ("ner", "seg", "tw", "taxonomy", "intent")
+
+
+def test_task_grammar_accepts_the_task_target_of_every_world_label(tokenizer, small_world):
+    """A task model's training target (``task_target`` of a valid label) is always admitted by its grammar."""
+    import pyarrow.dataset as ds
+
+    rows = ds.dataset(str(small_world / "raw" / "golden"), format="parquet").to_table().to_pylist()[:60]
+    for r in rows:
+        label = json.loads(r["label"])
+        for task in TASKS:
+            assert accepts(tokenizer, r["query"], task_target(task, label), task), (task, r)
+    for task in TASKS:  # quote and backslash in the query: escaped like the unified output
+        target = task_target(task, {**GOOD, "entities": [{"text": 'a"b', "type": "brand"}],
+                                    "segments": ['a"b', "\\c"], "weights": [1, 1]})
+        assert accepts(tokenizer, 'a"b\\c', target, task), task
+
+
+@pytest.mark.parametrize(
+    "task, changes, rule",
+    [
+        ("seg", dict(segments=["雅诗兰黛", "1c1", "粉底", "色号"]), "segments must tile the query"),
+        ("seg", dict(segments=["雅诗兰黛", "1c1", "粉底液", "色号", "号"]), "segments must tile the query"),
+        ("seg", dict(segments=["雅诗兰黛", "1c1", "粉底液", "号号"]), "segments must tile the query"),
+        ("tw", dict(segments=["雅诗兰黛", "1c1", "粉底", "色号"]), "segments must tile the query"),
+        ("tw", dict(weights=[3, 3, 2]), "one weight per segment"),
+        ("tw", dict(weights=[3, 3, 2, 1, 0]), "one weight per segment"),
+        ("tw", dict(weights=[3, 3, 2, 4]), "weights 0..3"),
+        ("ner", dict(entities=[{"text": "兰蔻", "type": "brand"}]), "entity is a substring"),
+        ("ner", dict(entities=GOOD["entities"][::-1]), "entities left to right"),
+        ("ner", dict(entities=[{"text": "雅诗兰黛", "type": "company"}]), "entity type from the ontology"),
+        ("taxonomy", dict(category=["美妆/香水"]), "label from the taxonomy"),
+        ("taxonomy", dict(category=[]), "at least one label"),
+        ("taxonomy", dict(category=["美妆/彩妆", "美妆/护肤", "时尚/穿搭", "美食/探店"]), "at most 3 labels"),
+    ],
+)
+def test_task_grammar_enforces_its_task_rules(tokenizer, task, changes, rule):
+    assert accepts(tokenizer, QUERY, task_target(task, GOOD), task)
+    bad = {**json.loads(json.dumps(GOOD)), **changes}
+    assert validation_errors(bad, QUERY), f"test case should break the contract: {rule}"
+    assert not accepts(tokenizer, QUERY, task_target(task, bad), task), rule
+
+
+@pytest.mark.parametrize("task", ["ner", "seg", "tw", "taxonomy"])
+def test_task_grammar_admits_only_its_own_fields(tokenizer, task):
+    """No other task's object, no unified object: the isolated model answers exactly its target's format."""
+    assert not accepts(tokenizer, QUERY, dump_unified(GOOD), task)
+    for other in ("ner", "seg", "tw", "taxonomy"):
+        if other != task:
+            assert not accepts(tokenizer, QUERY, task_target(other, GOOD), task), other
+
+
+def test_task_grammar_rejects_corrupted_world_labels(tokenizer, small_world):
+    """Per task, a one-character slip in a segment, a dropped weight or an unknown label is never admitted."""
+    import pyarrow.dataset as ds
+
+    rows = ds.dataset(str(small_world / "raw" / "golden"), format="parquet").to_table().to_pylist()[:60]
+    rng = random.Random(1)
+    for r in rows:
+        label = json.loads(r["label"])
+        slipped = json.loads(r["label"])
+        i = rng.randrange(len(slipped["segments"]))
+        slipped["segments"][i] = slipped["segments"][i][:-1] + "々"
+        short = {**label, "weights": label["weights"][:-1]}
+        unknown = {**label, "category": ["美妆/香水"]}
+        for task, bad in (("seg", slipped), ("tw", slipped), ("tw", short), ("taxonomy", unknown)):
+            assert validation_errors(bad, r["query"])
+            assert not accepts(tokenizer, r["query"], task_target(task, bad), task), (task, bad)
+
+
+def test_fields_grammar_rejects_impossible_field_sets():
+    from qp_core.grammar import fields_grammar
+
+    for fields in [(), ("weights",), ("category", "entities"), ("segments", "segments")]:
+        with pytest.raises(ValueError):
+            fields_grammar(QUERY, fields)
+    with pytest.raises(ValueError):
+        task_grammar(QUERY, "pos")
 
 
 def test_empty_query_has_no_grammar():

@@ -180,6 +180,24 @@ def test_task_targets_are_the_subtask_fields_in_unified_format():
         prompt.task_target("pos", UNIFIED)
 
 
+@pytest.mark.parametrize("mode", ["full", "compact"])
+@pytest.mark.parametrize("task", prompt.TASKS)
+def test_isolated_prompt_is_the_unified_prompt_asking_for_one_task(mode, task):
+    """Table 2's isolated models see what the unified model sees (rules, query, history, notes) and are asked
+    for their own task's fields only."""
+    from qp_core.rules import load_rules
+
+    iso = prompt.build_isolated_messages(task, "雅诗兰黛1c1粉底液", HISTORY, NOTES, rules_mode=mode)
+    uni = prompt.build_messages("雅诗兰黛1c1粉底液", HISTORY, NOTES, rules_mode=mode)
+    assert [m["role"] for m in iso] == ["system", "user"]
+    assert iso[1] == uni[1]  # same user JSON, same caps
+    system = iso[0]["content"]
+    assert system.endswith(load_rules(mode)) and uni[0]["content"].endswith(load_rules(mode))
+    assert prompt.build_task_messages(task, "q")[0]["content"] in system  # the single-task instruction
+    assert "QP" not in system and system != uni[0]["content"]  # not the all-tasks instruction
+    assert system == prompt.build_isolated_messages(task, "别的查询", rules_mode=mode)[0]["content"]  # shared prefix
+
+
 def test_builder_matches_build_messages_and_sees_rules_edits(tmp_path, monkeypatch):
     from qp_core.rules import load_rules
 

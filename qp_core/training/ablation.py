@@ -16,26 +16,51 @@ from qp_core.training.run import ChainContext, model_dir, training_annotations
 from qp_core.training.stages import run_stage
 
 
+def isolated_examples(ctx: ChainContext, task: str, rows: list[dict[str, Any]],
+                      aux: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Training mix of the task-``task`` model: ``stages.sft1_examples`` with each unified example replaced by
+    the isolated one (same prompt, rules and context, asking for ``task``'s fields) and only ``task``'s
+    share of the stage-1 pseudo-labels, the same rows the unified mix draws for that task."""
+    from qp_core.training.data import isolated_example, mix_aux
+
+    s = ctx.settings
+    isolated = [isolated_example(task, r, ctx.rules_mode, s.context) for r in rows]
+    return mix_aux(isolated, aux, s.sft1.lambda_aux, seed=s.seed, only_task=task)
+
+
 def run_isolated_ablation(ctx: ChainContext, steps: int | None = None, tasks=("ner", "seg", "tw", "taxonomy")) -> dict[str, Any]:
-    """Table 2: one model per sub-task trained on its single-task data only (same base, same step budget)."""
-    from qp_core.training.data import golden_rows, task_example
+    """Table 2: one model per sub-task vs the unified stage-1 model, on equal terms but for the task count.
+
+    Each isolated model starts from the same base with stage 1's settings (steps, learning rate, batch;
+    ``steps`` overrides the step count) and is trained and evaluated like stage 1 except that it is asked
+    for its own task only: the unified prompt with its rules and context (``prompt.build_isolated_messages``),
+    the same pseudo-labels of its task that the stage-1 mix holds (λ·N split equally over the aux tasks,
+    ``isolated_examples``), and greedy decoding under that task's grammar (``grammar.task_grammar``) on the
+    same golden rows (``evaluate.evaluate_task_models_separately``, whose ``per_row`` pairs with stage 1's).
+    Models live in ``isolated/matched/<task>``: the ``isolated/<task>`` models of the earlier recipe (short
+    prompt, no rules or context, λ = 0, free decoding) are not reused.
+    """
+    from qp_core.training.assess import serving_uses_query_grammar
+    from qp_core.training.data import golden_rows, stage1_aux
     from qp_core.training.evaluate import evaluate_task_models_separately
     from qp_core.training.sft import train_sft
 
     s = ctx.settings
     run_stage(ctx, "base")
     anns = training_annotations(ctx)
-    st = s.sft1.model_copy(update={"max_steps": steps or s.sft1.max_steps, "lambda_aux": 0.0})
+    aux = stage1_aux(s.sft1.lambda_aux)
+    st = s.sft1.model_copy(update={"max_steps": steps or s.sft1.max_steps})
     dirs = {}
     for task in tasks:
         ctx.progress(f"[isolated] training the {task} model ({st.max_steps} steps)")
-        res = train_sft(model_dir(ctx, "base"), [task_example(task, r["query"], r["label"]) for r in anns],
-                        ctx.run_dir / "isolated" / task, st, bf16=s.bf16, seed=s.seed, threads=s.threads,
-                        callbacks=[ProgressCallback(ctx, f"isolated/{task}", st.max_steps)])
+        res = train_sft(model_dir(ctx, "base"), isolated_examples(ctx, task, anns, aux),
+                        ctx.run_dir / "isolated" / "matched" / task, st, bf16=s.bf16, seed=s.seed,
+                        threads=s.threads, callbacks=[ProgressCallback(ctx, f"isolated/{task}", st.max_steps)])
         dirs[task] = res.model_dir
     rows = golden_rows(s.eval.limit, seed=s.seed)
-    metrics = evaluate_task_models_separately(dirs, rows, batch_size=s.eval.batch_size,
-                                              max_new_tokens=s.eval.max_new_tokens, bf16=s.bf16)
+    metrics = evaluate_task_models_separately(dirs, rows, rules_mode=ctx.rules_mode, context=s.context,
+                                              batch_size=s.eval.batch_size, max_new_tokens=s.eval.max_new_tokens,
+                                              bf16=s.bf16, task_grammar=serving_uses_query_grammar())
     out = ctx.run_dir / "isolated" / "metrics.json"
     out.write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
     return {"metrics": metrics, "path": str(out)}
@@ -78,9 +103,10 @@ def ablation_report(ctx: ChainContext, isolated: dict[str, Any] | None,
         if p.exists():
             rows.append({"name": ROW_NAMES[name] + ("" if name.startswith("legacy") else " (this run)"),
                          **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
-    if isolated:
-        rows.append({"name": "task-isolated models (Table 2)", **isolated["metrics"]})
     notes = []
+    if isolated:
+        rows.append({"name": "task-isolated models (Table 2)", **plain_metrics(isolated["metrics"])})
+        notes += isolated_comparison(ctx, isolated["metrics"])
     for which, control in controls.items():
         notes += control_comparison(ctx, control, which)
         for name in CONTROLS[which]["stages"]:
@@ -89,6 +115,22 @@ def ablation_report(ctx: ChainContext, isolated: dict[str, Any] | None,
                 rows.append({"name": f"{ROW_NAMES[name]} [{which}]",
                              **plain_metrics(json.loads(p.read_text(encoding="utf-8")))})
     return write_report(ctx.run_dir / "ablations", rows, notes=notes, title=f"Ablations — run {ctx.run_id}")
+
+
+def isolated_comparison(ctx: ChainContext, isolated: dict[str, Any]) -> list[str]:
+    """(unified stage 1 − task-isolated models) on the same golden rows, Overall and per task, each with its
+    paired 95% interval: both sides' ``per_row`` counts share ``metrics.ROW_COLUMNS``'s layout."""
+    from qp_core.training.compare import fmt_interval, paired_bootstrap
+    from qp_core.training.state import read_json_marker
+
+    s = ctx.settings
+    unified = read_json_marker(ctx.stage_dir("evaluate") / "golden" / "sft1.json")
+    if not unified or len(unified.get("per_row", [])) != len(isolated.get("per_row", [])) or not unified["per_row"]:
+        return []
+    cmp = paired_bootstrap(unified["per_row"], isolated["per_row"], seed=s.seed, draws=s.eval.bootstrap_draws)["all"]
+    keys = (("Overall", "overall"), ("NER", "ner_f1"), ("Seg", "seg_f1"), ("TW", "tw_f1"), ("Taxonomy", "taxonomy"))
+    parts = "; ".join(f"{label} {fmt_interval(cmp[key])}" for label, key in keys)
+    return [f"[isolated] {ROW_NAMES['sft1']} − task-isolated models: {parts}"]
 
 
 def control_comparison(ctx: ChainContext, control: ChainContext, which: str) -> list[str]:

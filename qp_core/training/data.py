@@ -7,6 +7,9 @@ rollouts are generated from the same rendering the nearline pipeline serves.
 Stage-1 mixing (paper eq. 8): λ is a **sampling fraction**: all unified rows plus round(λ·N_unified) aux
 rows, drawn with an equal share per sub-task. In expectation a step then carries λ aux examples per
 unified one, which is what eq. 8's loss weight does to the gradient, without changing TRL's loss.
+
+Table 2's task-isolated models train on ``isolated_example``s (the unified prompt asking for one sub-task)
+plus the pseudo-labels of their task that the unified mix holds (``mix_aux(..., only_task=...)``).
 """
 
 from __future__ import annotations
@@ -164,16 +167,26 @@ def unified_example(row: dict[str, Any], rules_mode: str, context: bool = True) 
     }
 
 
-def task_example(task: str, query: str, label: str) -> dict[str, Any]:
-    """Single-task example (short task prompt, q → y_k) from a unified label (Table 2's isolated data)."""
-    from qp_core.prompt import build_task_messages, task_target
+def isolated_prompt(task: str, row: dict[str, Any], rules_mode: str, context: bool = True) -> list[dict[str, str]]:
+    from qp_core.prompt import build_isolated_messages
 
+    history, notes = _context(row, context)
+    return build_isolated_messages(task, row["query"], history, notes, rules_mode=rules_mode)
+
+
+def isolated_example(task: str, row: dict[str, Any], rules_mode: str, context: bool = True) -> dict[str, Any]:
+    """One example of Table 2's task-``task`` model: ``unified_example``'s prompt (same rules, same query and
+    context) asking for that task's fields only → ``task_target`` of the row's label, so the isolated and the
+    unified model differ in what they are asked to output and nothing else."""
+    from qp_core.prompt import task_target
+
+    label = row["label"]
     return {
-        "prompt": build_task_messages(task, query),
+        "prompt": isolated_prompt(task, row, rules_mode, context),
         "completion": [{"role": "assistant", "content": task_target(task, json.loads(label))}],
-        "query": query,
+        "query": row["query"],
         "label": label,
-        "source": f"task:{task}",
+        "source": f"isolated:{task}",
     }
 
 
@@ -196,13 +209,27 @@ def aux_examples_by_task(root: str | Path | None = None) -> dict[str, list[dict[
     return out
 
 
+def stage1_aux(lambda_aux: float) -> dict[str, list[dict[str, Any]]]:
+    """The aux pool stage 1 draws from (none at λ = 0); an error when λ > 0 and the aux stage has not run."""
+    aux = aux_examples_by_task() if lambda_aux > 0 else {}
+    if lambda_aux > 0 and not aux:
+        raise RuntimeError("λ > 0 but training/aux is empty: run the aux stage first")
+    return aux
+
+
 def mix_aux(
     unified: list[dict[str, Any]],
     aux_by_task: dict[str, list[dict[str, Any]]],
     lambda_aux: float,
     seed: int = 0,
+    only_task: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Unified examples + round(λ·N) aux examples, equal share per task, shuffled (see module doc)."""
+    """Unified examples + round(λ·N) aux examples, equal share per task, shuffled (see module doc).
+
+    ``only_task``: keep only that task's aux examples, drawn exactly as for the full mix (same N, seed and
+    pool), so a Table-2 task-isolated model trains on the very pseudo-labels of its task that the unified
+    model's stage-1 mix holds, as many and the same ones.
+    """
     rng = random.Random(seed)
     n_aux = round(lambda_aux * len(unified))
     tasks = sorted(t for t, rows in aux_by_task.items() if rows)
@@ -214,12 +241,15 @@ def mix_aux(
             pool = aux_by_task[task]
             # sample without replacement while the pool lasts, then with replacement
             if want <= len(pool):
-                picked += rng.sample(pool, want)
+                drawn = rng.sample(pool, want)
             else:
-                picked += pool + [rng.choice(pool) for _ in range(want - len(pool))]
+                drawn = pool + [rng.choice(pool) for _ in range(want - len(pool))]
+            if only_task in (None, task):  # every task is drawn, so the kept task's draw is the full mix's
+                picked += drawn
     mixed = list(unified) + picked
     rng.shuffle(mixed)
-    logger.info("stage-1 mix: %d unified + %d aux (λ=%.3g, %d tasks)", len(unified), len(picked), lambda_aux, len(tasks))
+    logger.info("stage-1 mix: %d unified + %d aux (λ=%.3g, %d tasks%s)", len(unified), len(picked), lambda_aux,
+                len(tasks), f", kept {only_task}'s" if only_task else "")
     return mixed
 
 

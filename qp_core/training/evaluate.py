@@ -3,8 +3,8 @@
 Each model answers the same golden rows with the prompt it was trained on (full unified prompt with the
 profile's rules mode; context on or off as in training), outputs go through ``parse.parse_output`` like the
 nearline pipeline (an unparseable output counts as an empty prediction), and the metric dict is the row
-``report.json`` carries. Task-isolated models (Table 2 ablation) answer one single-task prompt per task and
-their fields are assembled into one unified prediction.
+``report.json`` carries. Task-isolated models (Table 2 ablation) answer the same prompt asking for their own
+task's fields, decoded under that task's grammar, and each task is scored on its own model's answers.
 """
 
 from __future__ import annotations
@@ -90,30 +90,55 @@ def evaluate_model(
     return metrics
 
 
+_TASK_KEYS = {"ner": "ner_f1", "seg": "seg_f1", "tw": "tw_f1", "taxonomy": "taxonomy"}
+
+
+def _task_columns(task: str) -> list[int]:
+    """Indices of ``metrics.ROW_COLUMNS`` that score ``task`` (taxonomy: its counts and top-1)."""
+    from qp_core.metrics import ROW_COLUMNS
+
+    prefix = {"ner": "ner_", "seg": "seg_", "tw": "tw_", "taxonomy": "tax_"}[task]
+    return [i for i, c in enumerate(ROW_COLUMNS) if c.startswith(prefix) or (task == "taxonomy" and c == "top1")]
+
+
 def evaluate_task_models_separately(
     task_model_dirs: dict[str, str | Path],
     rows: list[dict[str, Any]],
     *,
+    rules_mode: str,
+    context: bool = True,
     batch_size: int = 64,
     max_new_tokens: int = 192,
     bf16: bool = True,
+    task_grammar: bool = True,
 ) -> dict[str, Any]:
-    """Table-2 ablation: one model per sub-task, each asked its single-task prompt.
+    """Table-2 ablation: one model per sub-task, each asked its isolated prompt (``data.isolated_prompt``:
+    the unified prompt, rules and context included, asking for that task's fields).
 
-    Each task's metric is taken from the predictions of that task's own model (its fields put into an
-    otherwise empty unified dict), exactly as the paper's task-isolated rows; Overall = mean of the four.
+    Decoding is ``evaluate_model``'s: greedy, same batch size and token budget, and with ``task_grammar``
+    each row under its query's grammar for that task's fields (``grammar.task_grammar``, built from the same
+    blocks as the unified ``query_grammar``). Each task's metric is taken from the predictions of that
+    task's own model (its fields put into an otherwise empty unified dict), exactly as the paper's
+    task-isolated rows; Overall = mean of the four. When all four tasks ran, ``per_row`` holds each row's
+    unit counts (``metrics.ROW_COLUMNS``), every task's columns from that task's model: the same layout as
+    ``evaluate_model``'s, so ``compare.paired_bootstrap`` can pair the two on the same rows.
     """
-    from qp_core.prompt import build_task_messages, task_fields
+    from qp_core.grammar import query_grammars
+    from qp_core.prompt import task_fields
     from qp_core.schema import empty_result
-    from qp_core.training.generate import generate_texts
+    from qp_core.training.data import isolated_prompt
+    from qp_core.training.generate import generate_texts, load_for_generation
 
-    key = {"ner": "ner_f1", "seg": "seg_f1", "tw": "tw_f1", "taxonomy": "taxonomy"}
     t0 = time.time()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"task_grammar": task_grammar}
+    per_task_rows: dict[str, list[list[int]]] = {}
     for task, model_dir in task_model_dirs.items():
-        prompts = [build_task_messages(task, r["query"]) for r in rows]
-        texts = [t[0] for t in generate_texts(model_dir, prompts, batch_size=batch_size,
-                                               max_new_tokens=max_new_tokens, bf16=bf16)]
+        prompts = [isolated_prompt(task, r, rules_mode, context) for r in rows]
+        grammars = query_grammars([r["query"] for r in rows], task=task) if task_grammar else None
+        model = load_for_generation(model_dir, bf16)
+        texts = [t[0] for t in generate_texts(model, prompts, batch_size=batch_size,
+                                               max_new_tokens=max_new_tokens, bf16=bf16, grammars=grammars)]
+        del model
         preds = []
         for text in texts:
             obj = _loads_object(text) or {}
@@ -123,10 +148,14 @@ def evaluate_task_models_separately(
                     pred[f] = obj[f]
             preds.append(pred)
         m = score(preds, rows)
-        out[key[task]] = m[key[task]]
+        out[_TASK_KEYS[task]] = m[_TASK_KEYS[task]]
         out[f"{task}_model_valid_rate"] = round(100.0 * sum(1 for t in texts if _loads_object(t)) / max(1, len(texts)), 2)
-    parts = [out[k] for k in ("ner_f1", "seg_f1", "tw_f1", "taxonomy") if k in out]
+        per_task_rows[task] = m["per_row"]
+    parts = [out[k] for k in _TASK_KEYS.values() if k in out]
     out["overall"] = sum(parts) / len(parts) if parts else 0.0
+    if set(_TASK_KEYS) <= set(per_task_rows):
+        owner = {i: task for task in _TASK_KEYS for i in _task_columns(task)}
+        out["per_row"] = [[per_task_rows[owner[i]][j][i] for i in sorted(owner)] for j in range(len(rows))]
     out["eval_s"] = round(time.time() - t0, 1)
     out["n"] = len(rows)
     return out

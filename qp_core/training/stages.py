@@ -74,18 +74,24 @@ def _sft(ctx: ChainContext, stage: str, init: Path, examples: list[dict[str, Any
     return {"model_dir": str(res.model_dir), "wall_train_s": round(res.wall_s, 1), **res.extra}
 
 
-def stage_sft1(ctx: ChainContext) -> dict[str, Any]:
-    from qp_core.training.data import aux_examples_by_task, mix_aux, unified_example
+def sft1_examples(ctx: ChainContext, rows: list[dict[str, Any]],
+                  aux: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Stage 1's training mix: unified examples of ``rows`` (the run's prompt and context) + λ·N of ``aux``."""
+    from qp_core.training.data import mix_aux, unified_example
 
     s = ctx.settings
-    unified = [unified_example(r, ctx.rules_mode, s.context) for r in training_annotations(ctx)]
-    aux = aux_examples_by_task() if s.sft1.lambda_aux > 0 else {}
-    if s.sft1.lambda_aux > 0 and not aux:
-        raise RuntimeError("λ > 0 but training/aux is empty: run the aux stage first")
-    examples = mix_aux(unified, aux, s.sft1.lambda_aux, seed=s.seed)
+    unified = [unified_example(r, ctx.rules_mode, s.context) for r in rows]
+    return mix_aux(unified, aux, s.sft1.lambda_aux, seed=s.seed)
+
+
+def stage_sft1(ctx: ChainContext) -> dict[str, Any]:
+    from qp_core.training.data import stage1_aux
+
+    s = ctx.settings
+    examples = sft1_examples(ctx, training_annotations(ctx), stage1_aux(s.sft1.lambda_aux))
     n_aux = sum(1 for e in examples if e["source"].startswith("aux"))
     info = _sft(ctx, "sft1", model_dir(ctx, "base"), examples, s.sft1)
-    info.update(unified_rows=len(unified), aux_rows=n_aux, lambda_aux=s.sft1.lambda_aux)
+    info.update(unified_rows=len(examples) - n_aux, aux_rows=n_aux, lambda_aux=s.sft1.lambda_aux)
     return info
 
 
