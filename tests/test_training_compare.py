@@ -172,3 +172,14 @@ def test_draws_that_miss_a_small_slice_are_left_out_of_its_interval():
     small[:3] = True
     cmp = paired_bootstrap(a, b, masks={"small": small}, draws=400, seed=3)
     assert cmp["small"]["overall"]["lo"] == pytest.approx(100.0) and cmp["small"]["overall"]["verdict"] == "better"
+
+
+def test_grpo_dynamics_reads_flat_rewards_and_the_kl_peak_from_the_trainer_log():
+    from qp_core.training.report import grpo_dynamics
+
+    log = [{"step": i, "reward": 4.0 + (0.5 if i > 6 else 0.0), "rewards/tw_reward/mean": 0.9,
+            "frac_reward_zero_std": 0.5, "kl": 18.0 if i == 7 else 0.01 * i} for i in range(1, 9)]
+    line = grpo_dynamics([{"loss": 1.0}] + log)  # rows without rewards (e.g. the final summary) are skipped
+    assert "steps 1–2 vs 7–8" in line and "reward 4.000 → 4.500" in line and "TW reward 0.900 → 0.900" in line
+    assert "equal rewards 50%" in line and "18.000 at its peak (step 7), 0.080 at the end" in line
+    assert grpo_dynamics([{"loss": 1.0}]) is None

@@ -225,6 +225,11 @@ def report_notes(ctx: ChainContext, comparisons: list[dict[str, Any]]) -> list[s
         sm = filt.get("summary", {})
         notes.append(f"GRPO filter kept {sm.get('kept')}/{sm.get('candidates')} prompts (valid rollouts "
                      f"{sm.get('valid_rollout_fraction')}); kept per task {sm.get('kept_per_task')}")
+    hist = ctx.stage_dir("grpo") / "log_history.json"
+    if hist.exists():
+        line = grpo_dynamics(json.loads(hist.read_text(encoding="utf-8")))
+        if line:
+            notes.append(line)
     for c in comparisons:
         cmp = c["intervals"]
         line = f"{ROW_NAMES.get(c['a'], c['a'])} − {ROW_NAMES.get(c['b'], c['b'])}: Overall {fmt_interval(cmp['all']['overall'])}"
@@ -234,6 +239,30 @@ def report_notes(ctx: ChainContext, comparisons: list[dict[str, Any]]) -> list[s
             line += f"; ambiguous slice {fmt_interval(cmp['ambiguous']['overall'])}"
         notes.append(line)
     return notes
+
+
+def grpo_dynamics(history: list[dict[str, Any]]) -> str | None:
+    """What GRPO's own log says about whether it could learn: the mean total and TW reward of its rollouts
+    in the first and last quarter of the logged steps, the share of groups whose rewards were all equal (no
+    advantage, no gradient), and the KL to stage 2 at its peak and at the end. A flat reward with a growing KL means the
+    policy moved without the rewards asking it to — the first thing to read when GRPO loses to stage 2."""
+    logged = [h for h in history if "reward" in h]
+    if len(logged) < 2:
+        return None
+    q = max(1, len(logged) // 4)
+    first, last = logged[:q], logged[-q:]
+
+    def mean(rows, key):
+        vals = [r[key] for r in rows if key in r]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    tw = "rewards/tw_reward/mean"
+    peak = max(logged, key=lambda h: h.get("kl", 0.0))
+    return (f"GRPO dynamics (trainer log, steps {first[0].get('step')}–{first[-1].get('step')} vs "
+            f"{last[0].get('step')}–{last[-1].get('step')}): reward {mean(first, 'reward'):.3f} → "
+            f"{mean(last, 'reward'):.3f}, TW reward {mean(first, tw):.3f} → {mean(last, tw):.3f}, groups with "
+            f"equal rewards {mean(logged, 'frac_reward_zero_std'):.0%}, KL to stage 2 {peak.get('kl', 0):.3f} at "
+            f"its peak (step {peak.get('step')}), {logged[-1].get('kl', 0):.3f} at the end")
 
 
 def effective_weights(s: TrainingSettings) -> dict[str, float]:
