@@ -189,6 +189,7 @@ def test_ci_chain_end_to_end(ci_home, spark):
     assert all(keys <= set(r) and "per_row" not in r for r in rows)
     md = Path(info["evaluate"]["report"]["md"]).read_text()
     assert "Paired comparisons" in md and "95%" in md and "Dev split" in md and "traffic-weighted" in md
+    assert "qp train ablation context-off --run-id" in md  # the context ablation is one command away
     tables = json.loads(Path(info["evaluate"]["report"]["tables_json"]).read_text())
     cmp = next(v for k, v in tables.items() if k.startswith("Paired"))
     assert any("fair baseline" in r["name"] for r in cmp) and all("[" in r["Overall"] for r in cmp)

@@ -230,6 +230,10 @@ def report_notes(ctx: ChainContext, comparisons: list[dict[str, Any]]) -> list[s
         line = grpo_dynamics(json.loads(hist.read_text(encoding="utf-8")))
         if line:
             notes.append(line)
+    ablations = ctx.run_dir / "ablations" / "report.md"
+    notes.append(f"context ablation and controls: {ablations}" if ablations.exists() else
+                 f"context ablation and controls (not run yet): `qp train ablation context-off --run-id {ctx.run_id}` "
+                 "(also step-matched, lambda-0, isolated; docs/training.md)")
     for c in comparisons:
         cmp = c["intervals"]
         line = f"{ROW_NAMES.get(c['a'], c['a'])} − {ROW_NAMES.get(c['b'], c['b'])}: Overall {fmt_interval(cmp['all']['overall'])}"
