@@ -137,8 +137,6 @@ def write_manifest(out_dir, report: PromptsReport) -> None:
 def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: str | None = None,
         shards: int | None = None) -> PromptsReport:
     """Write ``curated/prompts/dt=D/shard=NNNNN`` plus ``_manifest.json``; the partition is replaced whole."""
-    from pyspark.sql import functions as F
-
     rules_mode = rules_mode or settings.rules_mode
     src = partition(QUERY_SAMPLE, dt)
     if not path_exists(src):
@@ -152,7 +150,10 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: 
     prompts = build_prompts(spark, sample, context, rules_mode).cache()
     cached = [prompts]
     try:
-        rows = prompts.count()
+        # One small aggregate gives the row count and the manifest's hashes and versions (and fills the
+        # cache the ranking reads): no count() plus a read-back of the written partition.
+        meta = prompts.groupBy("prefix_hash", "rules_version", "prompt_version").count().collect()
+        rows = sum(r["count"] for r in meta)
         n_shards, per_shard = shard_plan(rows, settings.shard_size, shards)
         out = partition(PROMPTS, dt)
         sharded = assign_shards(prompts, per_shard, cached).select(*PROMPT_COLUMNS, "shard")
@@ -168,10 +169,11 @@ def run(spark: "SparkSession", dt: str, settings: SamplingSettings, rules_mode: 
         )
         report = PromptsReport(dt=dt, rules_mode=rules_mode, rows=rows)
         if rows:
-            written = spark.read.parquet(str(out))
-            counts = written.groupBy("shard").agg(F.count("*").alias("rows")).orderBy("shard").collect()
-            report.shards = [{"shard": r["shard"], "path": f"shard={r['shard']}", "rows": r["rows"]} for r in counts]
-            meta = written.select("prefix_hash", "rules_version", "prompt_version").distinct().collect()
+            # pos is dense 0..rows-1 and shard = pos // per_shard, so every shard but the last is full.
+            report.shards = [
+                {"shard": shard_name(i), "path": f"shard={shard_name(i)}", "rows": min(per_shard, rows - i * per_shard)}
+                for i in range(n_shards)
+            ]
             report.prefix_hashes = sorted({r["prefix_hash"] for r in meta})
             report.rules_version = meta[0]["rules_version"]
             report.prompt_version = meta[0]["prompt_version"]

@@ -123,10 +123,12 @@ def tokenize_batches(
     """``mapInArrow`` body: (id, text columns...) -> (id, term, tf, dl), one row per distinct term.
 
     A list column (tags) is joined with spaces. ``dl`` is the document's token count (BM25 length norm).
+    The id keeps its Arrow type (a string key or an integer id).
     """
     import pyarrow as pa
 
     for batch in batches:
+        id_type = batch.schema.field(id_col).type
         ids = batch.column(batch.schema.get_field_index(id_col)).to_pylist()
         cols = [batch.column(batch.schema.get_field_index(c)).to_pylist() for c in text_cols]
         out_id: list[str] = []
@@ -151,14 +153,15 @@ def tokenize_batches(
                 out_tf.append(tf)
                 out_dl.append(len(tokens))
         yield pa.RecordBatch.from_arrays(
-            [pa.array(out_id, pa.string()), pa.array(out_term, pa.string()),
+            [pa.array(out_id, id_type), pa.array(out_term, pa.string()),
              pa.array(out_tf, pa.int64()), pa.array(out_dl, pa.int64())],
             names=[id_col, "term", "tf", "dl"],
         )
 
 
-def render_note_batches(batches: Iterable["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
-    """``mapInArrow`` body: (note_id, title, body, tags) -> (note_id, note_text) via ``prompt.render_note``."""
+def render_note_batches(batches: Iterable["pa.RecordBatch"], id_col: str = "note_id") -> Iterator["pa.RecordBatch"]:
+    """``mapInArrow`` body: (id, title, body, tags) -> (id, note_text) via ``prompt.render_note``; the id keeps
+    its Arrow type."""
     import pyarrow as pa
 
     from qp_core.prompt import render_note
@@ -167,5 +170,6 @@ def render_note_batches(batches: Iterable["pa.RecordBatch"]) -> Iterator["pa.Rec
         d = batch.to_pydict()
         texts = [render_note(t or "", b or "", list(g or [])) for t, b, g in zip(d["title"], d["body"], d["tags"])]
         yield pa.RecordBatch.from_arrays(
-            [pa.array(d["note_id"], pa.string()), pa.array(texts, pa.string())], names=["note_id", "note_text"]
+            [batch.column(batch.schema.get_field_index(id_col)), pa.array(texts, pa.string())],
+            names=[id_col, "note_text"],
         )
