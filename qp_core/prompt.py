@@ -46,7 +46,7 @@ from qp_core.schema import (
 
 # Bump when the template (instruction wording, message layout) changes: records carry it, and the
 # sampler re-generates queries whose stored prompt version differs.
-PROMPT_VERSION = "p4"  # p4: compact prompt shows 5 history queries and 3 notes (was 3 and 2)
+PROMPT_VERSION = "p3"  # (a p4 with 5 history queries and 3 notes in compact mode was measured worse and reverted)
 TASKS = ("ner", "seg", "tw", "taxonomy", "intent")
 
 _CTRL = re.compile(r"[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
