@@ -1,7 +1,9 @@
-"""Ablations of the paper's Table 2: task-isolated models vs the unified model, and context on vs off.
+"""Ablations and controls next to a finished run: Table 2's task-isolated models vs the unified model, and
+the controls of ``CONTROLS`` (context off, a step-matched long stage 1, λ = 0 at equal steps).
 
 Why apart from the chain's stages: an ablation trains extra models outside the chain's order and is run by
-hand (``qp train ablate``); it reuses the chain's run folder, stages and report writer.
+hand (``qp train ablation <which> --run-id <run>``); it reuses the chain's run folder, stages, evaluation
+and report writer, and every comparison is a paired 95% interval on the same golden rows.
 """
 
 from __future__ import annotations
