@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,10 +122,16 @@ def sql_text(name: str) -> str:
 def run_sql(spark: "SparkSession", name: str, **params: Any) -> "DataFrame":
     """Run ``sql/<name>.sql`` with named parameters.
 
-    A DataFrame parameter is referenced in the file as ``{name}`` (PySpark registers it as a temporary
-    view for the query); any other value is a bound SQL parameter ``:name`` (never string-formatted into
-    the text, so values cannot inject SQL). Parameters the file does not use are an error: a typo would
-    otherwise run a different query than intended.
+    A DataFrame parameter is referenced in the file as ``{name}`` (registered as a temporary view for the
+    query); any other value is a bound SQL parameter ``:name`` (never string-formatted into the text, so
+    values cannot inject SQL). Parameters the file does not use are an error: a typo would otherwise run a
+    different query than intended.
+
+    Why not ``spark.sql(text, **frames)``: PySpark drops the views it registered with
+    ``Catalog.dropTempView``, and dropping a temporary view uncaches its plan — the very DataFrame that was
+    passed in. Every frame a step had cached (the normalised day, the BM25 postings, ...) silently stopped
+    being cached the moment it went through a SQL file, and each later use recomputed it, Python passes
+    included. Here the views are removed from the session catalog without touching the cache.
     """
     from pyspark.sql import DataFrame
 
@@ -139,7 +146,16 @@ def run_sql(spark: "SparkSession", name: str, **params: Any) -> "DataFrame":
     for key in frames:
         if "{" + key + "}" not in text:
             raise ValueError(f"sql/{name}.sql does not reference {{{key}}}")
-    return spark.sql(text, args=values or None, **frames)
+    views = {key: f"_qp_{key}_{uuid.uuid4().hex}" for key in frames}
+    for key, frame in frames.items():
+        frame.createOrReplaceTempView(views[key])
+    try:
+        # The result is analysed here (views resolved into its plan), so the views can go right after.
+        return spark.sql(text.format(**views), args=values or None)
+    finally:
+        catalog = spark._jsparkSession.sessionState().catalog()  # SessionCatalog: drops without uncaching
+        for view in views.values():
+            catalog.dropTempView(view)
 
 
 def _strip_comments(text: str) -> str:
