@@ -59,8 +59,7 @@ def history(spark: "SparkSession", log: "DataFrame", targets: "DataFrame", setti
     """query_key -> history (list of normalised queries), for targets that have any."""
     from pyspark.sql import functions as F
 
-    cols = [c for c in log.columns if c != "dt"]
-    norm = normalized_log(spark, log.select(*cols), settings.max_query_chars)
+    norm = normalized_log(log.select("session_id", "event_time", "query"), settings.max_query_chars)
     rows = norm.where(F.col("malformed").isNull()).select("session_id", "event_time", "query_norm", "query_key")
     return run_sql(spark, "context_history", rows=rows, targets=targets.select("query_key"), k=settings.history_k)
 

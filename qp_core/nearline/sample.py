@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from qp_core.lake import KV_MANIFEST, QUARANTINE, QUERY_LOG, QUERY_SAMPLE, dataset, kv_manifest_dir, partition
 from qp_core.nearline import querylog
 from qp_core.nearline.settings import SamplingSettings
-from qp_core.nearline.text import malformed_reason, normalize_batches
+from qp_core.nearline.text import normalize_batches
 from qp_core.ops.spark import global_rank, path_exists, run_sql
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,47 +42,20 @@ class SampleReport:
         return sum(self.selected.values())
 
 
-def normalized_queries(df: "DataFrame", max_chars: int) -> "DataFrame":
-    """One row per distinct raw ``query`` (null included): ``query``, ``n`` (rows), ``query_norm``,
-    ``query_key``, ``malformed`` (None when usable).
+def normalized_log(df: "DataFrame", max_chars: int) -> "DataFrame":
+    """Log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable; ``null`` for a null query).
 
-    Python runs once per distinct raw string, not once per row: the JVM groups the rows by raw string first
-    (a partial aggregation, so the shuffle carries one row per string per map task), then ``normalize_batches``
-    (mapInArrow) normalises each group's string. ``n`` lets a caller count rows and quarantine reasons from
-    this small frame instead of from a pass over the day. The null query is one group, reason ``null``.
+    One ``mapInArrow`` pass over the rows (``text.normalize_batches``): Arrow moves the columns to Python
+    and back, and Python runs once per distinct string of a batch, not once per row. Why not normalise the
+    day's distinct strings and join them back to the rows: at 10^6-10^7 rows that join shuffled and sorted
+    every row of the day (a tenth to a fifth of them distinct, too many to broadcast) and was most of the
+    step's time. Select only the columns the caller needs before calling: every column makes the trip.
     """
-    from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
-    grouped = df.groupBy("query").agg(F.count(F.lit(1)).alias("n"))
-    schema = StructType(
-        [*grouped.schema.fields,
-         StructField("query_norm", StringType()), StructField("query_key", StringType()),
-         StructField("malformed", StringType())]
-    )
-    return grouped.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
-
-
-def normalized_log(spark: "SparkSession", df: "DataFrame", max_chars: int) -> "DataFrame":
-    """Raw log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable).
-
-    Python runs once per distinct raw string, not once per row: the day's distinct ``query`` values go
-    through ``normalize_batches`` (mapInArrow) and the result is joined back to the rows in the JVM. A real
-    day repeats its queries ~5-10 times, so this is most of the Python work saved; adaptive execution picks
-    a broadcast join when the distinct set is small and a shuffle join when it is not. Only the columns a
-    caller then selects travel through the join (nothing here is cached, so Spark prunes the rest).
-    """
-    from pyspark.sql import functions as F
-
-    distinct = df.select("query").where(F.col("query").isNotNull())
-    normalized = normalized_queries(distinct, max_chars).drop("n")
-    # A null query never matches the equi-join: it keeps null norm/key and gets its reason here.
-    joined = df.join(normalized, "query", "left")
-    return joined.select(
-        *df.columns, "query_norm", "query_key",
-        F.when(F.col("query").isNull(), F.lit(malformed_reason(None, "", max_chars))).otherwise(F.col("malformed"))
-        .alias("malformed"),
-    )
+    schema = StructType([*df.schema.fields, StructField("query_norm", StringType()),
+                         StructField("query_key", StringType()), StructField("malformed", StringType())])
+    return df.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
 
 
 def namespace_holdings(spark: "SparkSession", namespace: str | None, dt: str) -> "DataFrame | None":
@@ -145,34 +118,27 @@ def build_sample(
     settings: SamplingSettings,
     previous_namespace: str | None = None,
 ) -> dict:
-    """One day's raw log DataFrame -> {"names", "quarantine", "queries", "sample", "mode", "cached"}.
+    """One day's raw log DataFrame -> {"groups", "quarantine", "queries", "sample", "mode", "cached"}.
 
-    Nothing is written. What is cached, and why (all listed in ``cached`` for the caller to unpersist):
-
-    * ``names`` — one row per distinct raw string with its row count and normalisation
-      (``normalized_queries``): the Python pass runs once, and the day's row count and quarantine counts
-      are a small aggregate over it instead of a pass over a cached copy of every log row;
-    * ``queries`` — one row per normalised query (freq, uv): counted for the report and ranked for the
-      sample, so the log is joined and aggregated once;
-    * the ranking's sorted frame (``global_rank``).
-
-    Log rows are never cached: the quarantine and the freq/uv aggregate each read only the columns they
-    need straight from the files.
+    Nothing is written. The day is read and normalised once, into ``groups`` (cached): one row per
+    normalised query (``query_key``, ``query_norm``, ``freq`` rows, ``uv`` distinct users) plus one row per
+    distinct malformed raw string (``malformed`` = the reason, ``bad_query`` = the string). That is a
+    single aggregation with one shuffle, like a plain count-distinct group-by; the row count, the
+    quarantine counts, the set of malformed strings and the day's queries all come from it. The quarantine
+    then re-reads the log's files and keeps the rows whose string is malformed (a broadcast of those few
+    strings; the null query is one of them, matched null-safe). The ranking's sorted frame
+    (``global_rank``) is cached too; all are listed in ``cached`` for the caller to unpersist.
     """
     from pyspark.sql import functions as F
 
-    names = normalized_queries(log.select("query"), settings.max_query_chars).cache()
-    cached = [names]
-    # Quarantine: the rows whose raw string was found malformed. Malformed strings are few (a broadcast),
-    # and the null query is one of them (null-safe equality).
-    bad = names.where(F.col("malformed").isNotNull()).select(
-        F.col("query").alias("_qp_bad_query"), F.col("malformed").alias("reason"))
+    rows = normalized_log(log.select("user_id", "query"), settings.max_query_chars)
+    groups = run_sql(spark, "sample_aggregate", rows=rows).cache()
+    cached = [groups]
+    bad = groups.where(F.col("malformed").isNotNull()).select(
+        F.col("bad_query").alias("_qp_bad_query"), F.col("malformed").alias("reason"))
     quarantine = log.join(F.broadcast(bad), log["query"].eqNullSafe(bad["_qp_bad_query"])).select(
         *[log[c] for c in log.columns], "reason")
-    good_names = names.where(F.col("malformed").isNull()).select("query", "query_norm", "query_key")
-    good = log.select("user_id", "query").join(good_names, "query")
-    queries = run_sql(spark, "sample_aggregate", rows=good).cache()
-    cached.append(queries)
+    queries = groups.where(F.col("malformed").isNull()).select("query_key", "query_norm", "freq", "uv")
 
     manifest = namespace_holdings(spark, namespace, dt)
     mode = select_mode(spark, manifest, namespace, dt, previous_namespace)
@@ -186,7 +152,7 @@ def build_sample(
     order = [F.col("freq").desc(), F.col("uv").desc(), F.col("query_key")]
     sample = global_rank(candidates, order, "rank", cached).where(F.col("rank") <= settings.daily_budget)
     sample = sample.withColumn("rank", F.col("rank").cast("int"))
-    return {"names": names, "quarantine": quarantine, "queries": queries,
+    return {"groups": groups, "quarantine": quarantine, "queries": queries,
             "sample": sample.select(*SAMPLE_COLUMNS), "mode": mode, "cached": cached}
 
 
@@ -210,9 +176,9 @@ def run(
     built = build_sample(spark, log, dt, namespace, settings, previous_namespace)
     report = SampleReport(dt=dt, namespace=namespace, mode=built["mode"])
     try:
-        # Rows and malformed reasons from the distinct strings' counts (this also fills the ``names`` cache
-        # that the quarantine and the aggregate read).
-        counts = built["names"].groupBy("malformed").agg(F.sum("n").alias("n")).collect()
+        # Rows and malformed reasons from the day's groups (this fills their cache, which the quarantine's
+        # strings and the selection read).
+        counts = built["groups"].groupBy("malformed").agg(F.sum("freq").alias("n")).collect()
         report.rows = sum(r["n"] for r in counts)
         report.quarantined = {r["malformed"]: r["n"] for r in counts if r["malformed"] is not None}
         # Quarantine: malformed rows are set aside with their reason, counted, never fatal, never silent.
@@ -220,7 +186,7 @@ def run(
         # would pull the scan and the join into one task).
         q_path = partition(QUARANTINE, dt)
         built["quarantine"].repartition(1).write.mode("overwrite").parquet(str(q_path))
-        report.distinct_queries = built["queries"].count()  # fills the ``queries`` cache
+        report.distinct_queries = built["queries"].count()
 
         s_path = partition(QUERY_SAMPLE, dt)
         # No coalesce(1): adaptive execution sizes the files (one for a small day, several for a big one).
