@@ -98,7 +98,7 @@ def candidate_notes(
                 cjk_unigrams=settings.bm25_cjk_unigrams), terms_schema
     ).cache()
     own.append(note_terms)
-    note_terms.count()  # tokenises the pool once; the postings query reads it three times
+    n_postings = note_terms.count()  # tokenises the pool once; the postings query reads it three times
     postings = run_sql(
         spark, "context_bm25_postings", note_terms=note_terms,
         k1=settings.bm25_k1, b=settings.bm25_b, max_df_ratio=settings.bm25_max_df_ratio,
@@ -114,6 +114,13 @@ def candidate_notes(
         partial(tokenize_batches, id_col="qid", text_cols=("query_norm",),
                 cjk_unigrams=settings.bm25_cjk_unigrams), q_schema
     ).select("qid", "term")
+    if n_postings <= settings.bm25_broadcast_max_postings:
+        # Each query's terms in one partition and the pool's postings broadcast: the join, the sum per
+        # (query, note) and the top m per query all run in place. Joined by term instead, the (query,
+        # note) pairs — about a hundred per query — were shuffled twice (measured: most of the uncapped
+        # step at 10^6 rows).
+        query_terms = query_terms.repartition("qid")
+        postings = F.broadcast(postings)
     top = run_sql(
         spark, "context_bm25", postings=postings, query_terms=query_terms,
         min_score=settings.bm25_min_score, top_m=settings.notes_top_m,
