@@ -400,3 +400,34 @@ def test_normalized_log_normalises_every_row_and_keeps_every_row(spark):
             assert r["query_norm"] == normalize_query(q)
             assert r["query_key"] == (query_key(q) if normalize_query(q) else None)
     assert [r["malformed"] for r in rows] == [None, None, "null", None, "symbols_only", "empty", None]
+
+
+def test_normalize_batches_runs_python_once_per_distinct_string(monkeypatch):
+    """The in-place normaliser: every row gets its columns, Python sees each distinct string once (the
+    dictionary of a batch, then the worker's memo), and a bad-UTF-8 value is ``undecodable``."""
+    import pyarrow as pa
+
+    from qp_core.nearline import text
+
+    seen: list = []
+    real = text.normalize_query
+    monkeypatch.setattr(text, "normalize_query", lambda q: seen.append(q) or real(q))
+    monkeypatch.setattr(text, "_memo", {})
+    raw = [b"iPhone 15", b"iPhone 15", None, b"\xff\xfe x", b"!!!", b"iPhone 15", None]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([f"u{i}" for i in range(len(raw))]), pa.array(raw, pa.binary()).view(pa.string())],
+        names=["user_id", "query"])
+    out = [{c: b.column(c).to_pylist() for c in ("user_id", "query_norm", "query_key", "malformed")}
+           for b in text.normalize_batches([batch, batch], max_chars=64)]
+    assert sorted(seen) == ["!!!", "iPhone 15"]  # two batches, seven rows each: two Python calls
+    for got in out:
+        assert got["user_id"] == [f"u{i}" for i in range(len(raw))]
+        assert got["query_norm"] == ["iphone 15", "iphone 15", None, None, "!!!", "iphone 15", None]
+        assert got["malformed"] == [None, None, "null", "undecodable", "symbols_only", None, "null"]
+        assert got["query_key"][0] == query_key_of("iPhone 15") and got["query_key"][2:4] == [None, None]
+
+
+def query_key_of(q: str) -> str:
+    from qp_core.normalize import query_key
+
+    return query_key(q)
