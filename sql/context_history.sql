@@ -1,22 +1,23 @@
 -- Rewrite history: for each target query, the k queries that most often come right before it within a
 -- session (sessions ordered by event_time). Listed like a session, oldest to newest: the most frequent
 -- predecessor comes LAST, next to the query (qp_core.prompt keeps the last k when it must cut).
---   {rows}:    normalised, well-formed log rows of the lookback window (session_id, event_time, query_norm, query_key)
---   {targets}: query_key of the queries that need context
+--   {rows}:    normalised, well-formed log rows of the lookback window (session_id, event_time, query_norm)
+--   {targets}: query_key, query_norm of the queries that need context
 --   :k         history length
+-- The rows carry no query_key: the window's shuffle moves every row of the window, and the key (a hash of
+-- query_norm, one per target) is a third of a row's bytes. Targets are matched on query_norm instead.
 WITH ordered AS (
   SELECT
-    query_key,
     query_norm,
     lag(query_norm) OVER (PARTITION BY session_id ORDER BY event_time, query_norm) AS prev
   FROM {rows}
 ),
 pairs AS (
-  SELECT o.query_key, o.prev, count(*) AS n
+  SELECT t.query_key, o.prev, count(*) AS n
   FROM ordered o
-  LEFT SEMI JOIN {targets} t ON o.query_key = t.query_key
+  JOIN {targets} t ON o.query_norm = t.query_norm
   WHERE o.prev IS NOT NULL AND o.prev <> o.query_norm
-  GROUP BY o.query_key, o.prev
+  GROUP BY t.query_key, o.prev
 ),
 ranked AS (
   SELECT query_key, prev, n,

@@ -60,8 +60,9 @@ def history(spark: "SparkSession", log: "DataFrame", targets: "DataFrame", setti
     from pyspark.sql import functions as F
 
     norm = normalized_log(log.select("session_id", "event_time", "query"), settings.max_query_chars)
-    rows = norm.where(F.col("malformed").isNull()).select("session_id", "event_time", "query_norm", "query_key")
-    return run_sql(spark, "context_history", rows=rows, targets=targets.select("query_key"), k=settings.history_k)
+    rows = norm.where(F.col("malformed").isNull()).select("session_id", "event_time", "query_norm")
+    return run_sql(spark, "context_history", rows=rows, targets=targets.select("query_key", "query_norm"),
+                   k=settings.history_k)
 
 
 def candidate_notes(
