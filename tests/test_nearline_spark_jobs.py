@@ -276,6 +276,31 @@ def test_context_bm25_picks_the_relevant_note(spark, spark_lake):
     assert report.with_notes == 2 and report.notes_pool == 4
 
 
+def test_context_bm25_numpy_scorer_matches_the_sql_join(spark, spark_lake):
+    """The in-memory scorer (pool broadcast, ``nearline.bm25``) and the Spark SQL join (a pool too big to
+    broadcast) choose the same notes in the same order for the world's queries
+    against the world's 3,000-note pool."""
+    from qp_core.bench.spark_scale import world_vocabulary
+    from qp_core.bench.spark_scale import write_notes as write_world_notes
+    from qp_core.nearline.context import candidate_notes, read_notes
+    from qp_core.nearline.settings import load_sampling_settings
+
+    write_world_notes(spark_lake)
+    queries, words = world_vocabulary(300, seed=3)
+    queries += [f"{q} {w}" for q, w in zip(queries, words[::7])] + ["zzz", ""]
+    targets = spark.createDataFrame([(query_key(q), normalize_query(q)) for q in dict.fromkeys(queries)],
+                                    "query_key string, query_norm string").dropDuplicates(["query_key"])
+    notes = read_notes(spark, DT)
+    got = {}
+    for name, limit in (("numpy", 10**9), ("sql", 0)):
+        settings = load_sampling_settings(bm25_broadcast_max_postings=limit)
+        cached: list = []
+        got[name] = {r["query_key"]: r["notes"] for r in candidate_notes(spark, notes, targets, settings, cached).collect()}
+        for frame in cached:
+            frame.unpersist()
+    assert len(got["sql"]) > 300 and got["numpy"] == got["sql"]
+
+
 # ----------------------------------------------------------------------------------------------- prompts
 def test_prompts_sharded_sorted_with_manifest_and_idempotent(spark, spark_lake):
     import pyarrow.parquet as pq
@@ -425,6 +450,10 @@ def test_normalize_batches_runs_python_once_per_distinct_string(monkeypatch):
         assert got["query_norm"] == ["iphone 15", "iphone 15", None, None, "!!!", "iphone 15", None]
         assert got["malformed"] == [None, None, "null", "undecodable", "symbols_only", None, "null"]
         assert got["query_key"][0] == query_key_of("iPhone 15") and got["query_key"][2:4] == [None, None]
+    # The well-formed rows only, as the history window wants them: no raw string, no key, no reason.
+    (usable,) = text.normalize_batches([batch], max_chars=64, well_formed=True)
+    assert usable.schema.names == ["user_id", "query_norm"]
+    assert usable.to_pydict() == {"user_id": ["u0", "u1", "u5"], "query_norm": ["iphone 15"] * 3}
 
 
 def query_key_of(q: str) -> str:

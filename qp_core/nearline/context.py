@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from qp_core.lake import NOTES, QUERY_CONTEXT, QUERY_SAMPLE, dataset, partition
-from qp_core.nearline import querylog
+from qp_core.nearline import bm25, querylog
 from qp_core.nearline.sample import normalized_log
 from qp_core.nearline.settings import SamplingSettings
 from qp_core.nearline.text import render_note_batches, tokenize_batches
@@ -57,10 +57,8 @@ def read_log_window(spark: "SparkSession", dt: str, days: int) -> tuple["DataFra
 
 def history(spark: "SparkSession", log: "DataFrame", targets: "DataFrame", settings: SamplingSettings) -> "DataFrame":
     """query_key -> history (list of normalised queries), for targets that have any."""
-    from pyspark.sql import functions as F
-
-    norm = normalized_log(log.select("session_id", "event_time", "query"), settings.max_query_chars)
-    rows = norm.where(F.col("malformed").isNull()).select("session_id", "event_time", "query_norm")
+    rows = normalized_log(log.select("session_id", "event_time", "query"), settings.max_query_chars,
+                          well_formed=True)
     return run_sql(spark, "context_history", rows=rows, targets=targets.select("query_key", "query_norm"),
                    k=settings.history_k)
 
@@ -75,10 +73,14 @@ def candidate_notes(
 
     * Python runs once per note (tokenise; render only the notes some query chose) and once per target
       query (tokenise) — never per (query, note) pair;
-    * the pool's postings carry their BM25 term weight (``sql/context_bm25_postings.sql``), so the join with
-      the queries' terms only sums weights per (query, note);
-    * queries and notes get integer ids (``qid``, ``nid``) for that join and aggregation, the step's largest
-      intermediate; ``nid`` is the rank of ``note_id`` so score ties break exactly as on ``note_id``;
+    * the pool's postings carry their BM25 term weight (``sql/context_bm25_postings.sql``), so scoring a
+      query only sums weights per (query, note);
+    * a pool of at most ``bm25_broadcast_max_postings`` postings is broadcast as an in-memory index and
+      each batch of queries is scored and cut to the top m in numpy (``nearline.bm25``): the ~100
+      candidate pairs per query never become rows. A bigger pool is joined by term in Spark SQL
+      (``sql/context_bm25.sql``), same scores and ties;
+    * queries and notes get integer ids (``qid``, ``nid``); ``nid`` is the rank of ``note_id`` so score
+      ties break exactly as on ``note_id``;
     * every frame read more than once (the pool's terms, the query ids, the top m) is cached and
       materialised by one action before the next plan reads it. Without that, adaptive execution runs the
       consumers' query stages concurrently and each recomputed the BM25 join from scratch (measured: the
@@ -109,23 +111,26 @@ def candidate_notes(
     tq = targets.select("query_key", "query_norm").withColumn("qid", F.monotonically_increasing_id()).cache()
     own.append(tq)
     tq.count()  # fixes each query's qid (the tokens and the key map below must see the same ids)
-    q_schema = StructType([StructField("qid", LongType()), StructField("term", StringType()),
-                           StructField("tf", LongType()), StructField("dl", LongType())])
-    query_terms = tq.select("qid", "query_norm").mapInArrow(
-        partial(tokenize_batches, id_col="qid", text_cols=("query_norm",),
-                cjk_unigrams=settings.bm25_cjk_unigrams), q_schema
-    ).select("qid", "term")
     if n_postings <= settings.bm25_broadcast_max_postings:
-        # Each query's terms in one partition and the pool's postings broadcast: the join, the sum per
-        # (query, note) and the top m per query all run in place. Joined by term instead, the (query,
-        # note) pairs — about a hundred per query — were shuffled twice (measured: most of the uncapped
-        # step at 10^6 rows).
-        query_terms = query_terms.repartition("qid")
-        postings = F.broadcast(postings)
-    top = run_sql(
-        spark, "context_bm25", postings=postings, query_terms=query_terms,
-        min_score=settings.bm25_min_score, top_m=settings.notes_top_m,
-    ).cache()
+        # The pool fits in memory: one broadcast index, each batch of queries scored in numpy (bm25.py).
+        index = spark.sparkContext.broadcast(bm25.PostingsIndex.from_arrow(postings.toArrow()))
+        own.append(index)  # unpersisted with the cached frames
+        top = tq.select("qid", "query_norm").mapInArrow(
+            partial(bm25.score_batches, index=index, top_m=settings.notes_top_m,
+                    min_score=settings.bm25_min_score, cjk_unigrams=settings.bm25_cjk_unigrams),
+            bm25.TOP_SCHEMA,
+        ).cache()
+    else:
+        q_schema = StructType([StructField("qid", LongType()), StructField("term", StringType()),
+                               StructField("tf", LongType()), StructField("dl", LongType())])
+        query_terms = tq.select("qid", "query_norm").mapInArrow(
+            partial(tokenize_batches, id_col="qid", text_cols=("query_norm",),
+                    cjk_unigrams=settings.bm25_cjk_unigrams), q_schema
+        ).select("qid", "term")
+        top = run_sql(
+            spark, "context_bm25", postings=postings, query_terms=query_terms,
+            min_score=settings.bm25_min_score, top_m=settings.notes_top_m,
+        ).cache()
     own.append(top)
     top.count()  # the BM25 join runs once; the render and the final join read the cache
     if cached is not None:

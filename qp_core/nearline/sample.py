@@ -42,8 +42,9 @@ class SampleReport:
         return sum(self.selected.values())
 
 
-def normalized_log(df: "DataFrame", max_chars: int) -> "DataFrame":
-    """Log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable; ``null`` for a null query).
+def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -> "DataFrame":
+    """Log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable; ``null`` for a null query);
+    with ``well_formed=True``, only the usable rows, as their other columns + ``query_norm``.
 
     One ``mapInArrow`` pass over the rows (``text.normalize_batches``): Arrow moves the columns to Python
     and back, and Python runs once per distinct string of a batch, not once per row. Why not normalise the
@@ -53,9 +54,13 @@ def normalized_log(df: "DataFrame", max_chars: int) -> "DataFrame":
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
-    schema = StructType([*df.schema.fields, StructField("query_norm", StringType()),
-                         StructField("query_key", StringType()), StructField("malformed", StringType())])
-    return df.mapInArrow(partial(normalize_batches, max_chars=max_chars), schema)
+    if well_formed:
+        fields = [f for f in df.schema.fields if f.name != "query"] + [StructField("query_norm", StringType())]
+    else:
+        fields = [*df.schema.fields, StructField("query_norm", StringType()),
+                  StructField("query_key", StringType()), StructField("malformed", StringType())]
+    return df.mapInArrow(partial(normalize_batches, max_chars=max_chars, well_formed=well_formed),
+                         StructType(fields))
 
 
 def namespace_holdings(spark: "SparkSession", namespace: str | None, dt: str) -> "DataFrame | None":

@@ -32,8 +32,8 @@ class SamplingSettings(Settings):
     bm25_min_score: float = 0.0
     #: index every CJK character as a unigram as well as bigrams (slower, see ``nearline.text.tokenize``)
     bm25_cjk_unigrams: bool = False
-    #: broadcast the pool's postings to the queries (and score each query where its terms are) when the
-    #: pool has at most this many (note, term) postings; a larger pool is joined by term with a shuffle
+    #: score in numpy against a broadcast index of the pool (``nearline.bm25``) when it has at most this
+    #: many (note, term) postings; a larger pool is joined by term in Spark SQL
     bm25_broadcast_max_postings: int = Field(2_000_000, ge=0)
     # prompts
     rules_mode: Literal["compact", "full"] = "compact"
