@@ -410,26 +410,30 @@ def test_global_rank_is_a_dense_global_order_across_partitions(spark):
 
 
 def test_normalized_log_normalises_every_row_and_keeps_every_row(spark):
+    """Rows in normal form take the JVM path, the others the Python one; both give what ``normalize_query``
+    and ``malformed_reason`` give, one output row per input row."""
     from qp_core.nearline.sample import normalized_log
-    from qp_core.normalize import normalize_query, query_key
+    from qp_core.normalize import normalize_query
 
-    raw = ["iPhone 15", "iphone  15", None, "iPhone 15", "!!!", "", "iPhone 15"]
-    df = spark.createDataFrame([(f"u{i}", q) for i, q in enumerate(raw)], "user_id string, query string")
+    long_ok = "a" * 64
+    raw = ["iPhone 15", "iphone  15", None, "iphone 15", "!!!", "", "iPhone 15", "雅诗兰黛 dw粉底液", "a\n",
+           long_ok, long_ok + "b", " iphone 15", "ｉｐｈｏｎｅ"]
+    df = spark.createDataFrame([(f"u{i:02d}", q) for i, q in enumerate(raw)], "user_id string, query string")
     rows = sorted(normalized_log(df, 64).collect(), key=lambda r: r["user_id"])
-    assert [r["user_id"] for r in rows] == [f"u{i}" for i in range(len(raw))]  # no row lost or duplicated
+    assert [r["user_id"] for r in rows] == [f"u{i:02d}" for i in range(len(raw))]  # no row lost or duplicated
     for r, q in zip(rows, raw):
-        assert r["query"] == q
-        if q is None:
-            assert (r["query_norm"], r["query_key"], r["malformed"]) == (None, None, "null")
-        else:
-            assert r["query_norm"] == normalize_query(q)
-            assert r["query_key"] == (query_key(q) if normalize_query(q) else None)
-    assert [r["malformed"] for r in rows] == [None, None, "null", None, "symbols_only", "empty", None]
+        norm = None if q is None else normalize_query(q)
+        reason = malformed_reason(q, norm or "", 64)
+        assert (r["query_norm"], r["malformed"], r["bad_query"]) == (norm, reason, q if reason else None), q
+    assert [r["malformed"] for r in rows] == [None, None, "null", None, "symbols_only", "empty", None, None, None,
+                                              None, "too_long", None, None]
+    usable = sorted(normalized_log(df, 64, well_formed=True).collect(), key=lambda r: r["user_id"])
+    assert [tuple(r) for r in usable] == [(r["user_id"], r["query_norm"]) for r in rows if r["malformed"] is None]
 
 
 def test_normalize_batches_runs_python_once_per_distinct_string(monkeypatch):
-    """The in-place normaliser: every row gets its columns, Python sees each distinct string once (the
-    dictionary of a batch, then the worker's memo), and a bad-UTF-8 value is ``undecodable``."""
+    """The Python path: every row gets its columns, Python sees each distinct string once (the dictionary
+    of a batch, then the worker's memo), and a bad-UTF-8 value is ``undecodable``."""
     import pyarrow as pa
 
     from qp_core.nearline import text
@@ -442,21 +446,27 @@ def test_normalize_batches_runs_python_once_per_distinct_string(monkeypatch):
     batch = pa.RecordBatch.from_arrays(
         [pa.array([f"u{i}" for i in range(len(raw))]), pa.array(raw, pa.binary()).view(pa.string())],
         names=["user_id", "query"])
-    out = [{c: b.column(c).to_pylist() for c in ("user_id", "query_norm", "query_key", "malformed")}
-           for b in text.normalize_batches([batch, batch], max_chars=64)]
+    out = list(text.normalize_batches([batch, batch], max_chars=64))
     assert sorted(seen) == ["!!!", "iPhone 15"]  # two batches, seven rows each: two Python calls
     for got in out:
-        assert got["user_id"] == [f"u{i}" for i in range(len(raw))]
-        assert got["query_norm"] == ["iphone 15", "iphone 15", None, None, "!!!", "iphone 15", None]
-        assert got["malformed"] == [None, None, "null", "undecodable", "symbols_only", None, "null"]
-        assert got["query_key"][0] == query_key_of("iPhone 15") and got["query_key"][2:4] == [None, None]
-    # The well-formed rows only, as the history window wants them: no raw string, no key, no reason.
+        assert got.schema.names == ["user_id", "query_norm", "malformed", "bad_query"]
+        assert got.column("user_id").to_pylist() == [f"u{i}" for i in range(len(raw))]
+        assert got.column("query_norm").to_pylist() == ["iphone 15", "iphone 15", None, None, "!!!", "iphone 15", None]
+        assert got.column("malformed").to_pylist() == [None, None, "null", "undecodable", "symbols_only", None, "null"]
+        bad = got.column("bad_query").view(pa.binary()).to_pylist()
+        assert bad == [None, None, None, b"\xff\xfe x", b"!!!", None, None]
+    # The well-formed rows only, as the history window wants them: no raw string, no reason.
     (usable,) = text.normalize_batches([batch], max_chars=64, well_formed=True)
     assert usable.schema.names == ["user_id", "query_norm"]
     assert usable.to_pydict() == {"user_id": ["u0", "u1", "u5"], "query_norm": ["iphone 15"] * 3}
 
 
-def query_key_of(q: str) -> str:
-    from qp_core.normalize import query_key
+def test_key_batches_keys_the_well_formed_groups_only():
+    import pyarrow as pa
 
-    return query_key(q)
+    from qp_core.nearline.text import key_batches
+
+    batch = pa.RecordBatch.from_arrays([pa.array(["iphone 15", "!!!", None]), pa.array([None, "symbols_only", "null"])],
+                                       names=["query_norm", "malformed"])
+    (out,) = key_batches([batch])
+    assert out.column("query_key").to_pylist() == [query_key("iphone 15"), None, None]

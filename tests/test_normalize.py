@@ -58,3 +58,23 @@ def test_normalize_is_a_fixed_point(text):
 
 def test_known_non_idempotent_inputs_are_fixed():
     assert normalize_query("Aß\u0301") == normalize_query(normalize_query("Aß\u0301")) == "asś"
+
+
+# ------------------------------------------------------------------ the JVM fast path (already normal)
+_RUN = st.text(alphabet=st.one_of(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"),
+                                  st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF)), min_size=1, max_size=8)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_RUN, min_size=1, max_size=6).map(" ".join))
+def test_strings_the_jvm_passes_through_are_their_own_normalisation(text):
+    """What ``text.ALREADY_NORMAL_JAVA`` accepts, Spark uses as ``query_norm`` without Python: every such
+    string must normalise to itself and be well formed (up to the length limit, checked in the JVM)."""
+    import re
+
+    from qp_core.nearline.text import ALREADY_NORMAL_CHARS, ALREADY_NORMAL_JAVA, malformed_reason
+
+    python_pattern = ALREADY_NORMAL_JAVA.replace(r"\z", r"\Z")  # Java's \z is Python's \Z
+    assert python_pattern.count(ALREADY_NORMAL_CHARS) == 2 and re.match(python_pattern, text)
+    assert normalize_query(text) == text
+    assert malformed_reason(text, text, len(text)) is None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from qp_core.lake import KV_MANIFEST, QUARANTINE, QUERY_LOG, QUERY_SAMPLE, dataset, kv_manifest_dir, partition
 from qp_core.nearline import querylog
 from qp_core.nearline.settings import SamplingSettings
-from qp_core.nearline.text import normalize_batches
+from qp_core.nearline.text import key_batches, normalize_batches
 from qp_core.ops.spark import global_rank, path_exists, run_sql
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,24 +43,36 @@ class SampleReport:
 
 
 def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -> "DataFrame":
-    """Log rows + ``query_norm``, ``query_key``, ``malformed`` (None when usable; ``null`` for a null query);
-    with ``well_formed=True``, only the usable rows, as their other columns + ``query_norm``.
+    """Log rows -> their other columns + ``query_norm``, ``malformed`` (None when usable; ``null`` for a
+    null query) and ``bad_query`` (the raw string of a malformed row); with ``well_formed=True``, only the
+    usable rows, as their other columns + ``query_norm``.
 
-    One ``mapInArrow`` pass over the rows (``text.normalize_batches``): Arrow moves the columns to Python
-    and back, and Python runs once per distinct string of a batch, not once per row. Why not normalise the
-    day's distinct strings and join them back to the rows: at 10^6-10^7 rows that join shuffled and sorted
-    every row of the day (a tenth to a fifth of them distinct, too many to broadcast) and was most of the
-    step's time. Select only the columns the caller needs before calling: every column makes the trip.
+    Python only where it must be. A string already in normal form (``text.ALREADY_NORMAL_JAVA``: lowercase
+    ASCII, digits and CJK ideographs in single-space-separated runs, within the length limit) is its own
+    ``query_norm`` and well formed, decided by a JVM regex. The other rows take one ``mapInArrow`` pass
+    (``text.normalize_batches``) in which Python runs once per distinct string of a batch. Why not normalise
+    the day's distinct strings and join them back to the rows: at 10^6-10^7 rows that join shuffled and
+    sorted every row of the day and was most of the step's time. Select only the columns the caller needs
+    before calling: every column of a slow row makes the trip to Python and back.
     """
+    from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
-    if well_formed:
-        fields = [f for f in df.schema.fields if f.name != "query"] + [StructField("query_norm", StringType())]
-    else:
-        fields = [*df.schema.fields, StructField("query_norm", StringType()),
-                  StructField("query_key", StringType()), StructField("malformed", StringType())]
-    return df.mapInArrow(partial(normalize_batches, max_chars=max_chars, well_formed=well_formed),
-                         StructType(fields))
+    from qp_core.nearline.text import ALREADY_NORMAL_JAVA
+
+    q = F.col("query")
+    already = F.coalesce(q.rlike(ALREADY_NORMAL_JAVA) & (F.char_length(q) <= max_chars), F.lit(False))
+    others = [f for f in df.schema.fields if f.name != "query"]
+    added = [StructField("query_norm", StringType())]
+    if not well_formed:
+        added += [StructField("malformed", StringType()), StructField("bad_query", StringType())]
+    fast = df.where(already).select(
+        *[f.name for f in others], q.alias("query_norm"),
+        *[F.lit(None).cast("string").alias(f.name) for f in added[1:]],
+    )
+    slow = df.where(~already).mapInArrow(
+        partial(normalize_batches, max_chars=max_chars, well_formed=well_formed), StructType(others + added))
+    return fast.unionByName(slow)
 
 
 def namespace_holdings(spark: "SparkSession", namespace: str | None, dt: str) -> "DataFrame | None":
@@ -135,9 +147,12 @@ def build_sample(
     (``global_rank``) is cached too; all are listed in ``cached`` for the caller to unpersist.
     """
     from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
 
     rows = normalized_log(log.select("user_id", "query"), settings.max_query_chars)
-    groups = run_sql(spark, "sample_aggregate", rows=rows).cache()
+    counted = run_sql(spark, "sample_aggregate", rows=rows)
+    groups = counted.mapInArrow(key_batches, StructType([*counted.schema.fields, StructField("query_key", StringType())]))
+    groups = groups.cache()
     cached = [groups]
     bad = groups.where(F.col("malformed").isNotNull()).select(
         F.col("bad_query").alias("_qp_bad_query"), F.col("malformed").alias("reason"))
