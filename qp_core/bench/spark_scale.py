@@ -174,7 +174,8 @@ def slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------------ report
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Nearline Spark steps at scale ({report['master']}, {report['cpu_count']} cores)", "",
+    lines = [f"# Nearline Spark steps at scale ({report['master']}, {report['cpu_count']} cores, "
+             f"driver memory {report.get('driver_memory')})", "",
              f"Zipf s={report['zipf_s']}, lookback {report['lookback_days']} days, daily budget "
              f"{report['daily_budget']} (capped) or none (uncapped). Anchor: {report['anchor']}.", "",
              "| day rows | step | budget | input rows | seconds | rows/s | / anchor rows/s |",
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sz = sorted({r["size"] for r in rows})
     report = {
         "master": settings.master, "cpu_count": os.cpu_count(), "zipf_s": args.zipf_s,
+        "driver_memory": settings.spark_conf().get("spark.driver.memory"),
         "lookback_days": args.lookback_days, "daily_budget": load_sampling_settings().daily_budget,
         "anchor": "SELECT lower(trim(query)), count(*), count(DISTINCT user_id) ... GROUP BY 1, written to Parquet",
         "rows": rows, "slopes": slopes(rows), "slope_between": f"{sz[-2]:,} -> {sz[-1]:,}" if len(sz) > 1 else "-",

@@ -89,16 +89,16 @@ def candidate_notes(
     Cached frames are appended to ``cached`` for the caller to unpersist once the result is written.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    def terms_schema(id_col: str) -> str:  # tokenize_batches' output
+        return f"{id_col} long, term string, tf long, dl long"
 
     own: list = []
     ids = global_rank(notes.select("note_id").distinct(), ["note_id"], "nid", own)
     pool = notes.select("note_id", "title", "body", "tags").join(ids, "note_id")
-    terms_schema = StructType([StructField("nid", LongType()), StructField("term", StringType()),
-                               StructField("tf", LongType()), StructField("dl", LongType())])
     note_terms = pool.select("nid", "title", "body", "tags").mapInArrow(
         partial(tokenize_batches, id_col="nid", text_cols=("title", "body", "tags"),
-                cjk_unigrams=settings.bm25_cjk_unigrams), terms_schema
+                cjk_unigrams=settings.bm25_cjk_unigrams), terms_schema("nid")
     ).cache()
     own.append(note_terms)
     n_postings = note_terms.count()  # tokenises the pool once; the postings query reads it three times
@@ -121,18 +121,16 @@ def candidate_notes(
             bm25.TOP_SCHEMA,
         ).cache()
     else:
-        q_schema = StructType([StructField("qid", LongType()), StructField("term", StringType()),
-                               StructField("tf", LongType()), StructField("dl", LongType())])
         query_terms = tq.select("qid", "query_norm").mapInArrow(
             partial(tokenize_batches, id_col="qid", text_cols=("query_norm",),
-                    cjk_unigrams=settings.bm25_cjk_unigrams), q_schema
+                    cjk_unigrams=settings.bm25_cjk_unigrams), terms_schema("qid")
         ).select("qid", "term")
         top = run_sql(
             spark, "context_bm25", postings=postings, query_terms=query_terms,
             min_score=settings.bm25_min_score, top_m=settings.notes_top_m,
         ).cache()
     own.append(top)
-    top.count()  # the BM25 join runs once; the render and the final join read the cache
+    top.count()  # BM25 runs once; the render and the final join read the cache
     if cached is not None:
         cached += own
     # Render each chosen note once (not once per query that picked it).

@@ -69,7 +69,7 @@ def decode_strings(column: "pa.Array") -> tuple[list[str | None], list[bool]]:
 #: Characters whose strings, written as single-space-separated runs, are their own normalisation: ASCII
 #: lowercase letters and digits and the CJK Unified Ideographs block (no NFKC mapping, no case, no control,
 #: all letters or numbers). Such a query needs no Python: ``normalize_query(q) == q`` and it is well formed
-#: up to the length limit (a property test over this alphabet checks both). 76% of a bench day's rows.
+#: up to the length limit (a property test over this alphabet checks both).
 ALREADY_NORMAL_CHARS = "a-z0-9\u4e00-\u9fff"
 #: The same, as a Java regular expression for Spark's ``rlike`` (``\A``/``\z``: no line-terminator leeway).
 ALREADY_NORMAL_JAVA = rf"\A[{ALREADY_NORMAL_CHARS}]+(?: [{ALREADY_NORMAL_CHARS}]+)*\z"
