@@ -1,11 +1,10 @@
 """BM25 top m per query against the pool's postings held in memory, scored a whole Arrow batch at a time.
 
 Why, when ``sql/context_bm25.sql`` does the same in Spark SQL: with every distinct query of a day as a
-target (no generation budget), the SQL join expands each query into its ~100 candidate (query, note)
-pairs as rows, and the sum per pair plus the sort for the top m per query were most of the context step
-(measured at 10^6 log rows: 176k targets, 0.28 ms each). Here the pool's postings are one broadcast index
-(compressed sparse rows: a term's postings are a contiguous slice), and a batch of ~10k queries is scored
-with a handful of numpy calls: gather the postings of every (query, term), sum per (query, note) with
+target (no generation budget), the SQL join expands each query into all its candidate (query, note)
+pairs as rows — every note sharing a term — then sums and sorts them for the top m per query. Here the
+pool's postings are one broadcast index (compressed sparse rows: a term's postings are a contiguous
+slice), and a batch of ~10k queries is scored with a handful of numpy calls: gather the postings of every (query, term), sum per (query, note) with
 ``unique`` + ``bincount``, order by (query, score desc, note) with ``lexsort``. Python runs once per query
 (tokenising); the pairs never become rows. Scores, the ``min_score`` cut and the tie order (``nid``, the
 rank of ``note_id``) are the SQL file's; ``context`` uses that file when the pool is too big to broadcast.

@@ -76,8 +76,8 @@ def candidate_notes(
     * the pool's postings carry their BM25 term weight (``sql/context_bm25_postings.sql``), so scoring a
       query only sums weights per (query, note);
     * a pool of at most ``bm25_broadcast_max_postings`` postings is broadcast as an in-memory index and
-      each batch of queries is scored and cut to the top m in numpy (``nearline.bm25``): the ~100
-      candidate pairs per query never become rows. A bigger pool is joined by term in Spark SQL
+      each batch of queries is scored and cut to the top m in numpy (``nearline.bm25``): the
+      candidate (query, note) pairs never become rows. A bigger pool is joined by term in Spark SQL
       (``sql/context_bm25.sql``), same scores and ties;
     * queries and notes get integer ids (``qid``, ``nid``); ``nid`` is the rank of ``note_id`` so score
       ties break exactly as on ``note_id``;

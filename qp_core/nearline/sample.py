@@ -52,7 +52,7 @@ def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -
     ``query_norm`` and well formed, decided by a JVM regex. The other rows take one ``mapInArrow`` pass
     (``text.normalize_batches``) in which Python runs once per distinct string of a batch. Why not normalise
     the day's distinct strings and join them back to the rows: at 10^6-10^7 rows that join shuffled and
-    sorted every row of the day and was most of the step's time. Select only the columns the caller needs
+    sorted every row of the day (too many distinct strings to broadcast). Select only the columns the caller needs
     before calling: every column of a slow row makes the trip to Python and back.
     """
     from pyspark.sql import functions as F

@@ -103,8 +103,8 @@ def normalize_batches(
     Python runs once per distinct string of a batch (and not even that for strings the worker has seen):
     the ``query`` column is dictionary-encoded by Arrow, the dictionary's values are normalised, and the new
     columns are gathered back to every row with ``take`` — C loops, not Python ones. So a step can
-    normalise every row of a day in place, with no join of the rows back to a table of distinct strings (the
-    join was most of the sample and context steps' time at 10^6-10^7 rows). The null query is one dictionary
+    normalise every row of a day in place, with no join of the rows back to a table of distinct strings (a
+    shuffle and sort of every row of the day). The null query is one dictionary
     entry (reason ``null``); a value whose bytes are not UTF-8 gets reason ``undecodable``. No key here:
     ``query_key`` is a hash of ``query_norm``, computed once per query after aggregation (``key_batches``).
     """
