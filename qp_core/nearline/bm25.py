@@ -4,8 +4,9 @@ Why, when ``sql/context_bm25.sql`` does the same in Spark SQL: with every distin
 target (no generation budget), the SQL join expands each query into all its candidate (query, note)
 pairs as rows — every note sharing a term — then sums and sorts them for the top m per query. Here the
 pool's postings are one broadcast index (compressed sparse rows: a term's postings are a contiguous
-slice), and a batch of ~10k queries is scored with a handful of numpy calls: gather the postings of every (query, term), sum per (query, note) with
-``unique`` + ``bincount``, order by (query, score desc, note) with ``lexsort``. Python runs once per query
+slice), and a chunk of queries is scored with a handful of numpy calls: gather the postings of every
+(query, term), sum per (query, note) with ``unique`` + ``bincount``, and take each query's top m by
+(score desc, note) with ``m`` segmented-max passes (no sort of all pairs). Python runs once per query
 (tokenising); the pairs never become rows. Scores, the ``min_score`` cut and the tie order (``nid``, the
 rank of ``note_id``) are the SQL file's; ``context`` uses that file when the pool is too big to broadcast.
 """
@@ -51,6 +52,11 @@ class PostingsIndex:
                    table.column("w").to_numpy().astype(np.float64))
 
 
+#: Queries scored together: their (query, note) pairs (~100 a query on the bench's pool) stay in the CPU
+#: caches. Measured on 40k bench queries: 500-2,000 rows a chunk 0.75 s, the whole 10k-row batch 1.08 s.
+CHUNK_ROWS = 2000
+
+
 def score_batches(
     batches: Iterable["pa.RecordBatch"], index, top_m: int, min_score: float, cjk_unigrams: bool = False
 ) -> Iterator["pa.RecordBatch"]:
@@ -59,36 +65,62 @@ def score_batches(
     import pyarrow as pa
 
     idx: PostingsIndex = getattr(index, "value", index)
+    width = int(idx.nids.max()) + 1 if len(idx.nids) else 1
     for batch in batches:
         qids = batch.column(batch.schema.get_field_index("qid")).to_numpy()
+        queries = batch.column(batch.schema.get_field_index("query_norm")).to_pylist()
         rows: list[int] = []
         tids: list[int] = []
-        for i, query in enumerate(batch.column(batch.schema.get_field_index("query_norm")).to_pylist()):
-            for term in sorted(set(tokenize(query, cjk_unigrams))):  # sorted: the same sum order every run
+        for i, query in enumerate(queries):
+            # sorted: the same sum order every run
+            for term in sorted(set(tokenize(query, cjk_unigrams, normalized=True))):
                 t = idx.terms.get(term)
                 if t is not None:
                     rows.append(i)
                     tids.append(t)
-        if not rows:
-            continue
-        t = np.asarray(tids, dtype=np.int64)
-        starts, lens = idx.indptr[t], idx.indptr[t + 1] - idx.indptr[t]
-        # Gather: for each (query, term), the term's postings slice, concatenated.
-        pos = np.arange(lens.sum()) + np.repeat(starts - (np.cumsum(lens) - lens), lens)
-        pair_row = np.repeat(np.asarray(rows, dtype=np.int64), lens)
-        width = int(idx.nids.max()) + 1
-        pairs, inverse = np.unique(pair_row * width + idx.nids[pos], return_inverse=True)
-        score = np.bincount(inverse.ravel(), weights=idx.weights[pos])
-        row, nid = pairs // width, pairs % width
-        keep = score > min_score
-        row, nid, score = row[keep], nid[keep], score[keep]
-        order = np.lexsort((nid, -score, row))  # by query, then score descending, then note
-        row, nid, score = row[order], nid[order], score[order]
-        first = np.r_[True, row[1:] != row[:-1]]
-        rank = np.arange(len(row)) - np.maximum.accumulate(np.where(first, np.arange(len(row)), 0)) + 1
-        top = rank <= top_m
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(qids[row[top]], pa.int64()), pa.array(nid[top], pa.int64()),
-             pa.array(score[top], pa.float64()), pa.array(rank[top], pa.int32())],
-            names=["qid", "nid", "score", "note_rank"],
-        )
+        row_of, tid_of = np.asarray(rows, dtype=np.int64), np.asarray(tids, dtype=np.int64)
+        bounds = np.searchsorted(row_of, np.arange(0, len(queries) + CHUNK_ROWS, CHUNK_ROWS))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if a == b:
+                continue
+            row, nid, score = _sum_by_pair(idx, row_of[a:b], tid_of[a:b], width)
+            keep = score > min_score
+            row, nid, score = row[keep], nid[keep], score[keep]
+            pick, rank = _top_per_row(row, score, top_m)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(qids[row[pick]], pa.int64()), pa.array(nid[pick], pa.int64()),
+                 pa.array(score[pick], pa.float64()), pa.array(rank, pa.int32())],
+                names=["qid", "nid", "score", "note_rank"],
+            )
+
+
+def _sum_by_pair(idx: PostingsIndex, rows: np.ndarray, tids: np.ndarray, width: int):
+    """(row, nid, score) of every (query row, note) pair sharing a term, sorted by (row, nid)."""
+    starts, lens = idx.indptr[tids], idx.indptr[tids + 1] - idx.indptr[tids]
+    # Gather: for each (query, term), the term's postings slice, concatenated.
+    pos = np.arange(lens.sum()) + np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    pairs, inverse = np.unique(np.repeat(rows, lens) * width + idx.nids[pos], return_inverse=True)
+    return pairs // width, pairs % width, np.bincount(inverse.ravel(), weights=idx.weights[pos])
+
+
+def _top_per_row(row: np.ndarray, score: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and ranks of each row's top ``m`` pairs by (score desc, nid asc); pairs sorted by (row, nid).
+
+    ``m`` passes of a segmented max instead of sorting every pair (measured on the bench's queries: sorting
+    all pairs and ranking them was a third of the scorer's time): a pass takes, per row, the first (smallest-nid) pair at the row's max.
+    """
+    if m <= 0 or not len(row):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+    left = score.copy()
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    lens = np.diff(np.r_[starts, len(row)])
+    picks, ranks = [], []
+    for rank in range(1, m + 1):
+        at_max = np.flatnonzero((left == np.repeat(np.maximum.reduceat(left, starts), lens)) & (left > -np.inf))
+        if not len(at_max):  # every row has fewer than m pairs
+            break
+        first = at_max[np.r_[True, row[at_max[1:]] != row[at_max[:-1]]]]
+        picks.append(first)
+        ranks.append(np.full(len(first), rank, dtype=np.int32))
+        left[first] = -np.inf
+    return np.concatenate(picks), np.concatenate(ranks)

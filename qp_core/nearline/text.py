@@ -152,7 +152,7 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
 
 
-def tokenize(text: str | None, cjk_unigrams: bool = False) -> list[str]:
+def tokenize(text: str | None, cjk_unigrams: bool = False, normalized: bool = False) -> list[str]:
     """Retrieval terms: CJK runs give character bigrams, other scripts give whole words.
 
     Chinese has no spaces, so words are approximated by adjacent character pairs (the bigram index of
@@ -161,8 +161,9 @@ def tokenize(text: str | None, cjk_unigrams: bool = False) -> list[str]:
     as a unigram too: measured on the default world (3,000 notes, 12k queries), unigrams made 82% of the
     query-term x posting join (8.3M of 10M rows) and the context step ~10x slower, while adding only
     weak, high-df evidence — so they are off by default (``conf/sampling.yaml`` ``bm25_cjk_unigrams``).
+    ``normalized=True`` skips normalising a text that already is (a ``query_norm``).
     """
-    norm = normalize_query(text)
+    norm = (text or "") if normalized else normalize_query(text)
     out: list[str] = []
     for match in _TOKEN.finditer(norm):
         run = match.group(0)
