@@ -40,8 +40,19 @@ def test_scorer_matches_brute_force_with_ties_cuts_and_short_rows(seed, monkeypa
     m, min_score = rng.choice([1, 3, 10]), rng.choice([0.0, 1.0])
     index = bm25.PostingsIndex.from_arrow(pa.table(
         {"term": [p[0] for p in postings], "nid": [p[1] for p in postings], "w": [p[2] for p in postings]}))
-    batches = [pa.RecordBatch.from_pydict({"qid": list(range(a, a + 20)), "query_norm": queries[a:a + 20]})
-               for a in range(0, 60, 20)]
-    got = {tuple(r.values()) for b in bm25.score_batches(batches, index, m, min_score) for r in b.to_pylist()}
+    got = {(int(r), int(n), float(sc), int(k)) for part in bm25.top_notes(index, queries, m, min_score)
+           for r, n, sc, k in zip(*part)}
     want = reference(postings, queries, m, min_score)
     assert want and got == want
+
+
+def test_notes_batches_give_each_query_its_notes_texts_best_first():
+    postings = [("a", 1, 1.0), ("a", 2, 2.0), ("b", 1, 1.5), ("b", 3, 0.5), ("c", 3, 1.0)]
+    index = bm25.PostingsIndex.from_arrow(pa.table(
+        {"term": [p[0] for p in postings], "nid": [p[1] for p in postings], "w": [p[2] for p in postings]}))
+    texts = bm25.texts_by_nid(pa.table({"nid": [3, 1, 2], "note_text": ["three", "one", "two"]}))
+    batch = pa.RecordBatch.from_pydict({"query_key": ["ka", "kz", "kab", "kc"], "query_norm": ["a", "z", "a b", "c"]})
+    got = [r for b in bm25.notes_batches([batch], index, texts, top_m=2, min_score=0.0) for r in b.to_pylist()]
+    # "a b": note 1 = 2.5, note 2 = 2.0, note 3 = 0.5 (cut by top 2); "z" has no note and no row.
+    assert got == [{"query_key": "ka", "notes": ["two", "one"]}, {"query_key": "kab", "notes": ["one", "two"]},
+                   {"query_key": "kc", "notes": ["three"]}]

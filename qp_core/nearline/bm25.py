@@ -24,8 +24,8 @@ from qp_core.nearline.text import tokenize
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-#: Arrow/Spark schema of the scorer's output (that of ``sql/context_bm25.sql``).
-TOP_SCHEMA = "qid long, nid long, score double, note_rank int"
+#: Spark schema of ``notes_batches``' output (that of ``context.candidate_notes``).
+NOTES_SCHEMA = "query_key string, notes array<string>"
 
 
 @dataclass(frozen=True)
@@ -57,41 +57,69 @@ class PostingsIndex:
 CHUNK_ROWS = 2000
 
 
-def score_batches(
-    batches: Iterable["pa.RecordBatch"], index, top_m: int, min_score: float, cjk_unigrams: bool = False
+def texts_by_nid(rendered: "pa.Table") -> "pa.Array":
+    """Rows (nid, note_text) as one string array indexed by ``nid`` (ids without a note are null)."""
+    import pyarrow as pa
+
+    nids = rendered.column("nid").to_numpy()
+    texts: list[str | None] = [None] * (int(nids.max()) + 1 if len(nids) else 0)
+    for nid, text in zip(nids.tolist(), rendered.column("note_text").to_pylist()):
+        texts[nid] = text
+    return pa.array(texts, pa.string())
+
+
+def notes_batches(
+    batches: Iterable["pa.RecordBatch"], index, texts, top_m: int, min_score: float, cjk_unigrams: bool = False
 ) -> Iterator["pa.RecordBatch"]:
-    """``mapInArrow`` body: (qid, query_norm) -> (qid, nid, score, note_rank), the top ``top_m`` notes of
-    each query with a score above ``min_score``. ``index`` is a ``PostingsIndex`` or a Spark broadcast of one."""
+    """``mapInArrow`` body: (query_key, query_norm) -> (query_key, notes), the rendered text of each query's top
+    ``top_m`` notes, best first (queries without a note above ``min_score`` are left out).
+
+    ``index`` (a ``PostingsIndex``) and ``texts`` (``texts_by_nid``) may be Spark broadcasts. The texts are
+    looked up here, so the chosen (query, note) pairs never become Spark rows to join and regroup either.
+    """
     import pyarrow as pa
 
     idx: PostingsIndex = getattr(index, "value", index)
-    width = int(idx.nids.max()) + 1 if len(idx.nids) else 1
+    text_of: pa.Array = getattr(texts, "value", texts)
     for batch in batches:
-        qids = batch.column(batch.schema.get_field_index("qid")).to_numpy()
-        queries = batch.column(batch.schema.get_field_index("query_norm")).to_pylist()
-        rows: list[int] = []
-        tids: list[int] = []
-        for i, query in enumerate(queries):
-            # sorted: the same sum order every run
-            for term in sorted(set(tokenize(query, cjk_unigrams, normalized=True))):
-                t = idx.terms.get(term)
-                if t is not None:
-                    rows.append(i)
-                    tids.append(t)
-        row_of, tid_of = np.asarray(rows, dtype=np.int64), np.asarray(tids, dtype=np.int64)
-        bounds = np.searchsorted(row_of, np.arange(0, len(queries) + CHUNK_ROWS, CHUNK_ROWS))
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            if a == b:
-                continue
-            row, nid, score = _sum_by_pair(idx, row_of[a:b], tid_of[a:b], width)
-            keep = score > min_score
-            row, nid, score = row[keep], nid[keep], score[keep]
-            pick, rank = _top_per_row(row, score, top_m)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(qids[row[pick]], pa.int64()), pa.array(nid[pick], pa.int64()),
-                 pa.array(score[pick], pa.float64()), pa.array(rank, pa.int32())],
-                names=["qid", "nid", "score", "note_rank"],
-            )
+        found = list(top_notes(idx, batch.column(batch.schema.get_field_index("query_norm")).to_pylist(),
+                               top_m, min_score, cjk_unigrams))
+        if not found:
+            continue
+        row, nid, _, rank = (np.concatenate(part) for part in zip(*found))
+        order = np.lexsort((rank, row))  # by query, best first
+        row, nid = row[order], nid[order]
+        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        notes = pa.ListArray.from_arrays(pa.array(np.r_[starts, len(row)], pa.int32()), text_of.take(pa.array(nid)))
+        keys = batch.column(batch.schema.get_field_index("query_key")).take(pa.array(row[starts]))
+        yield pa.RecordBatch.from_arrays([keys, notes], names=["query_key", "notes"])
+
+
+def top_notes(
+    idx: PostingsIndex, queries: list[str | None], top_m: int, min_score: float, cjk_unigrams: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(row, nid, score, rank) of each query's top ``top_m`` notes with a score above ``min_score``, a chunk of
+    ``CHUNK_ROWS`` queries at a time; ``row`` indexes ``queries`` (normalised query strings)."""
+    width = int(idx.nids.max()) + 1 if len(idx.nids) else 1
+    rows: list[int] = []
+    tids: list[int] = []
+    for i, query in enumerate(queries):
+        # sorted: the same sum order every run
+        for term in sorted(set(tokenize(query, cjk_unigrams, normalized=True))):
+            t = idx.terms.get(term)
+            if t is not None:
+                rows.append(i)
+                tids.append(t)
+    row_of, tid_of = np.asarray(rows, dtype=np.int64), np.asarray(tids, dtype=np.int64)
+    bounds = np.searchsorted(row_of, np.arange(0, len(queries) + CHUNK_ROWS, CHUNK_ROWS))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if a == b:
+            continue
+        row, nid, score = _sum_by_pair(idx, row_of[a:b], tid_of[a:b], width)
+        keep = score > min_score
+        row, nid, score = row[keep], nid[keep], score[keep]
+        pick, rank = _top_per_row(row, score, top_m)
+        yield row[pick], nid[pick], score[pick], rank
 
 
 def _sum_by_pair(idx: PostingsIndex, rows: np.ndarray, tids: np.ndarray, width: int):

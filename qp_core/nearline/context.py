@@ -2,8 +2,9 @@
 
 The paper's prompt is I ⊕ R ⊕ q ⊕ C: C is the user's rewrite history (what people typed right before this
 query in the same session) and notes retrieved for the query. Both are computed in Spark over the whole
-day's generation set at once; BM25 is plain SQL over term postings (``sql/context_bm25.sql``) so it scales
-with the cluster and needs no search server.
+day's generation set at once; BM25 needs no search server: the pool's postings are broadcast to the
+workers as an in-memory index (``nearline.bm25``), or joined in Spark SQL when the pool is too big
+(``sql/context_bm25.sql``).
 """
 
 from __future__ import annotations
@@ -71,14 +72,15 @@ def candidate_notes(
 
     How the work is kept to what BM25 needs, and done once:
 
-    * Python runs once per note (tokenise; render only the notes some query chose) and once per target
-      query (tokenise) — never per (query, note) pair;
+    * Python runs once per note (tokenise, render) and once per target query (tokenise) — never per
+      (query, note) pair;
     * the pool's postings carry their BM25 term weight (``sql/context_bm25_postings.sql``), so scoring a
       query only sums weights per (query, note);
-    * a pool of at most ``bm25_broadcast_max_postings`` postings is broadcast as an in-memory index and
-      each batch of queries is scored and cut to the top m in numpy (``nearline.bm25``): the
-      candidate (query, note) pairs never become rows. A bigger pool is joined by term in Spark SQL
-      (``sql/context_bm25.sql``), same scores and ties;
+    * a pool of at most ``bm25_broadcast_max_postings`` postings is broadcast as an in-memory index with
+      its rendered texts, and each batch of queries is scored, cut to the top m and given its notes' texts
+      in numpy (``nearline.bm25``): neither the candidate nor the chosen (query, note) pairs become rows
+      to join and regroup. A bigger pool is joined by term in Spark SQL (``sql/context_bm25.sql``), same
+      scores and ties, and only the chosen notes are rendered;
     * queries and notes get integer ids (``qid``, ``nid``); ``nid`` is the rank of ``note_id`` so score
       ties break exactly as on ``note_id``;
     * every frame read more than once (the pool's terms, the query ids, the top m) is cached and
@@ -108,34 +110,39 @@ def candidate_notes(
         df_cut_min_docs=settings.bm25_df_cut_min_docs,
     )
 
+    render = partial(render_note_batches, id_col="nid")
+    if n_postings <= settings.bm25_broadcast_max_postings:
+        # The pool fits in memory: its index and rendered texts are broadcast, and each batch of queries is
+        # scored and given its notes' texts in numpy (bm25.py).
+        index = spark.sparkContext.broadcast(bm25.PostingsIndex.from_arrow(postings.toArrow()))
+        texts = spark.sparkContext.broadcast(bm25.texts_by_nid(
+            pool.select("nid", "title", "body", "tags").mapInArrow(render, "nid long, note_text string").toArrow()))
+        if cached is not None:
+            cached += [*own, index, texts]  # unpersisted with the cached frames
+        return targets.select("query_key", "query_norm").mapInArrow(
+            partial(bm25.notes_batches, index=index, texts=texts, top_m=settings.notes_top_m,
+                    min_score=settings.bm25_min_score, cjk_unigrams=settings.bm25_cjk_unigrams),
+            bm25.NOTES_SCHEMA,
+        )
+
     tq = targets.select("query_key", "query_norm").withColumn("qid", F.monotonically_increasing_id()).cache()
     own.append(tq)
     tq.count()  # fixes each query's qid (the tokens and the key map below must see the same ids)
-    if n_postings <= settings.bm25_broadcast_max_postings:
-        # The pool fits in memory: one broadcast index, each batch of queries scored in numpy (bm25.py).
-        index = spark.sparkContext.broadcast(bm25.PostingsIndex.from_arrow(postings.toArrow()))
-        own.append(index)  # unpersisted with the cached frames
-        top = tq.select("qid", "query_norm").mapInArrow(
-            partial(bm25.score_batches, index=index, top_m=settings.notes_top_m,
-                    min_score=settings.bm25_min_score, cjk_unigrams=settings.bm25_cjk_unigrams),
-            bm25.TOP_SCHEMA,
-        ).cache()
-    else:
-        query_terms = tq.select("qid", "query_norm").mapInArrow(
-            partial(tokenize_batches, id_col="qid", text_cols=("query_norm",),
-                    cjk_unigrams=settings.bm25_cjk_unigrams), terms_schema("qid")
-        ).select("qid", "term")
-        top = run_sql(
-            spark, "context_bm25", postings=postings, query_terms=query_terms,
-            min_score=settings.bm25_min_score, top_m=settings.notes_top_m,
-        ).cache()
+    query_terms = tq.select("qid", "query_norm").mapInArrow(
+        partial(tokenize_batches, id_col="qid", text_cols=("query_norm",),
+                cjk_unigrams=settings.bm25_cjk_unigrams), terms_schema("qid")
+    ).select("qid", "term")
+    top = run_sql(
+        spark, "context_bm25", postings=postings, query_terms=query_terms,
+        min_score=settings.bm25_min_score, top_m=settings.notes_top_m,
+    ).cache()
     own.append(top)
     top.count()  # BM25 runs once; the render and the final join read the cache
     if cached is not None:
         cached += own
     # Render each chosen note once (not once per query that picked it).
     chosen = pool.join(top.select("nid").distinct(), "nid").select("nid", "title", "body", "tags")
-    rendered = chosen.mapInArrow(partial(render_note_batches, id_col="nid"), "nid long, note_text string")
+    rendered = chosen.mapInArrow(render, "nid long, note_text string")
     return (
         top.join(rendered, "nid")
         .join(tq.select("qid", "query_key"), "qid")
