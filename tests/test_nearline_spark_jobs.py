@@ -410,14 +410,14 @@ def test_global_rank_is_a_dense_global_order_across_partitions(spark):
 
 
 def test_normalized_log_normalises_every_row_and_keeps_every_row(spark):
-    """Rows in normal form take the JVM path, the others the Python one; both give what ``normalize_query``
-    and ``malformed_reason`` give, one output row per input row."""
+    """Rows that normalise by ASCII lowering take the JVM path, the others the Python one; both give what
+    ``normalize_query`` and ``malformed_reason`` give, one output row per input row."""
     from qp_core.nearline.sample import normalized_log
     from qp_core.normalize import normalize_query
 
     long_ok = "a" * 64
     raw = ["iPhone 15", "iphone  15", None, "iphone 15", "!!!", "", "iPhone 15", "雅诗兰黛 dw粉底液", "a\n",
-           long_ok, long_ok + "b", " iphone 15", "ｉｐｈｏｎｅ"]
+           long_ok, long_ok + "b", " iphone 15", "ｉｐｈｏｎｅ", "IPHONE 15 Pro", "Dior口红 999", "A" * 65]
     df = spark.createDataFrame([(f"u{i:02d}", q) for i, q in enumerate(raw)], "user_id string, query string")
     rows = sorted(normalized_log(df, 64).collect(), key=lambda r: r["user_id"])
     assert [r["user_id"] for r in rows] == [f"u{i:02d}" for i in range(len(raw))]  # no row lost or duplicated
@@ -426,7 +426,7 @@ def test_normalized_log_normalises_every_row_and_keeps_every_row(spark):
         reason = malformed_reason(q, norm or "", 64)
         assert (r["query_norm"], r["malformed"], r["bad_query"]) == (norm, reason, q if reason else None), q
     assert [r["malformed"] for r in rows] == [None, None, "null", None, "symbols_only", "empty", None, None, None,
-                                              None, "too_long", None, None]
+                                              None, "too_long", None, None, None, None, "too_long"]
     usable = sorted(normalized_log(df, 64, well_formed=True).collect(), key=lambda r: r["user_id"])
     assert [tuple(r) for r in usable] == [(r["user_id"], r["query_norm"]) for r in rows if r["malformed"] is None]
 

@@ -47,9 +47,9 @@ def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -
     null query) and ``bad_query`` (the raw string of a malformed row); with ``well_formed=True``, only the
     usable rows, as their other columns + ``query_norm``.
 
-    Python only where it must be. A string already in normal form (``text.ALREADY_NORMAL_JAVA``: lowercase
-    ASCII, digits and CJK ideographs in single-space-separated runs, within the length limit) is its own
-    ``query_norm`` and well formed, decided by a JVM regex. The other rows take one ``mapInArrow`` pass
+    Python only where it must be. A string whose normalisation is ASCII lowering (``text.LOWER_IS_NORMAL_JAVA``:
+    ASCII letters, digits and CJK ideographs in single-space-separated runs, within the length limit) is
+    well formed and gets its ``query_norm`` in the JVM (a regex and ``translate``). The other rows take one ``mapInArrow`` pass
     (``text.normalize_batches``) in which Python runs once per distinct string of a batch. Why not normalise
     the day's distinct strings and join them back to the rows: at 10^6-10^7 rows that join shuffled and
     sorted every row of the day (too many distinct strings to broadcast). Select only the columns the caller needs
@@ -58,19 +58,19 @@ def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
-    from qp_core.nearline.text import ALREADY_NORMAL_JAVA
+    from qp_core.nearline.text import ASCII_LOWER, ASCII_UPPER, LOWER_IS_NORMAL_JAVA
 
     q = F.col("query")
-    already = F.coalesce(q.rlike(ALREADY_NORMAL_JAVA) & (F.char_length(q) <= max_chars), F.lit(False))
+    fast_path = F.coalesce(q.rlike(LOWER_IS_NORMAL_JAVA) & (F.char_length(q) <= max_chars), F.lit(False))
     others = [f for f in df.schema.fields if f.name != "query"]
     added = [StructField("query_norm", StringType())]
     if not well_formed:
         added += [StructField("malformed", StringType()), StructField("bad_query", StringType())]
-    fast = df.where(already).select(
-        *[f.name for f in others], q.alias("query_norm"),
+    fast = df.where(fast_path).select(
+        *[f.name for f in others], F.translate(q, ASCII_UPPER, ASCII_LOWER).alias("query_norm"),
         *[F.lit(None).cast("string").alias(f.name) for f in added[1:]],
     )
-    slow = df.where(~already).mapInArrow(
+    slow = df.where(~fast_path).mapInArrow(
         partial(normalize_batches, max_chars=max_chars, well_formed=well_formed), StructType(others + added))
     return fast.unionByName(slow)
 

@@ -8,6 +8,7 @@ KV reader hashes.
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -66,13 +67,16 @@ def decode_strings(column: "pa.Array") -> tuple[list[str | None], list[bool]]:
     return values, bad
 
 
-#: Characters whose strings, written as single-space-separated runs, are their own normalisation: ASCII
-#: lowercase letters and digits and the CJK Unified Ideographs block (no NFKC mapping, no case, no control,
-#: all letters or numbers). Such a query needs no Python: ``normalize_query(q) == q`` and it is well formed
-#: up to the length limit (a property test over this alphabet checks both).
-ALREADY_NORMAL_CHARS = "a-z0-9\u4e00-\u9fff"
+#: Characters whose strings, written as single-space-separated runs, normalise by lowering their ASCII
+#: letters and nothing else: ASCII letters and digits and the CJK Unified Ideographs block (no NFKC mapping,
+#: no control, all letters or numbers, and case only on A-Z). For such a query Spark computes ``query_norm``
+#: with a regex and ``translate`` — no Python — and it is well formed up to the length limit (a property
+#: test over this alphabet checks both). ``translate``, not ``lower``: Java lowercases non-ASCII strings in
+#: the JVM's default locale (a Turkish locale maps "I" to a dotless "ı").
+LOWER_IS_NORMAL_CHARS = "A-Za-z0-9\u4e00-\u9fff"
 #: The same, as a Java regular expression for Spark's ``rlike`` (``\A``/``\z``: no line-terminator leeway).
-ALREADY_NORMAL_JAVA = rf"\A[{ALREADY_NORMAL_CHARS}]+(?: [{ALREADY_NORMAL_CHARS}]+)*\z"
+LOWER_IS_NORMAL_JAVA = rf"\A[{LOWER_IS_NORMAL_CHARS}]+(?: [{LOWER_IS_NORMAL_CHARS}]+)*\z"
+ASCII_UPPER, ASCII_LOWER = string.ascii_uppercase, string.ascii_lowercase
 
 #: Normalised strings each Python worker remembers across batches and tasks (Spark reuses its workers): the
 #: head of a Zipf day repeats in every batch, so most lookups hit. Bounded: cleared when full.
