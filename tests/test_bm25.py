@@ -46,13 +46,15 @@ def test_scorer_matches_brute_force_with_ties_cuts_and_short_rows(seed, monkeypa
     assert want and got == want
 
 
-def test_notes_batches_give_each_query_its_notes_texts_best_first():
+def test_notes_batches_give_every_query_its_notes_texts_best_first():
     postings = [("a", 1, 1.0), ("a", 2, 2.0), ("b", 1, 1.5), ("b", 3, 0.5), ("c", 3, 1.0)]
     index = bm25.PostingsIndex.from_arrow(pa.table(
         {"term": [p[0] for p in postings], "nid": [p[1] for p in postings], "w": [p[2] for p in postings]}))
     texts = bm25.texts_by_nid(pa.table({"nid": [3, 1, 2], "note_text": ["three", "one", "two"]}))
-    batch = pa.RecordBatch.from_pydict({"query_key": ["ka", "kz", "kab", "kc"], "query_norm": ["a", "z", "a b", "c"]})
+    batch = pa.RecordBatch.from_pydict({"query_norm": ["a", "z", "a b", "c"], "query_key": ["ka", "kz", "kab", "kc"]})
     got = [r for b in bm25.notes_batches([batch], index, texts, top_m=2, min_score=0.0) for r in b.to_pylist()]
-    # "a b": note 1 = 2.5, note 2 = 2.0, note 3 = 0.5 (cut by top 2); "z" has no note and no row.
-    assert got == [{"query_key": "ka", "notes": ["two", "one"]}, {"query_key": "kab", "notes": ["one", "two"]},
-                   {"query_key": "kc", "notes": ["three"]}]
+    # "a b": note 1 = 2.5, note 2 = 2.0, note 3 = 0.5 (cut by top 2); "z" has no note.
+    assert got == [{"query_norm": "a", "query_key": "ka", "notes": ["two", "one"]},
+                   {"query_norm": "z", "query_key": "kz", "notes": []},
+                   {"query_norm": "a b", "query_key": "kab", "notes": ["one", "two"]},
+                   {"query_norm": "c", "query_key": "kc", "notes": ["three"]}]

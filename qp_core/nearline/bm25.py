@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
 #: Spark schema of ``notes_batches``' output (that of ``context.candidate_notes``).
-NOTES_SCHEMA = "query_key string, notes array<string>"
+NOTES_SCHEMA = "query_norm string, query_key string, notes array<string>"
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def texts_by_nid(rendered: "pa.Table") -> "pa.Array":
 def notes_batches(
     batches: Iterable["pa.RecordBatch"], index, texts, top_m: int, min_score: float, cjk_unigrams: bool = False
 ) -> Iterator["pa.RecordBatch"]:
-    """``mapInArrow`` body: (query_key, query_norm) -> (query_key, notes), the rendered text of each query's top
-    ``top_m`` notes, best first (queries without a note above ``min_score`` are left out).
+    """``mapInArrow`` body: (query_norm, query_key) -> the same + ``notes``, the rendered text of each query's
+    top ``top_m`` notes, best first (empty when no note scores above ``min_score``).
 
     ``index`` (a ``PostingsIndex``) and ``texts`` (``texts_by_nid``) may be Spark broadcasts. The texts are
     looked up here, so the chosen (query, note) pairs never become Spark rows to join and regroup either.
@@ -82,17 +82,16 @@ def notes_batches(
     idx: PostingsIndex = getattr(index, "value", index)
     text_of: pa.Array = getattr(texts, "value", texts)
     for batch in batches:
-        found = list(top_notes(idx, batch.column(batch.schema.get_field_index("query_norm")).to_pylist(),
-                               top_m, min_score, cjk_unigrams))
-        if not found:
-            continue
-        row, nid, _, rank = (np.concatenate(part) for part in zip(*found))
+        norm = batch.column(batch.schema.get_field_index("query_norm"))
+        queries = norm.to_pylist()
+        found = list(top_notes(idx, queries, top_m, min_score, cjk_unigrams))
+        row, nid, _, rank = (np.concatenate(part) for part in zip(*found)) if found else (np.empty(0, np.int64),) * 4
         order = np.lexsort((rank, row))  # by query, best first
-        row, nid = row[order], nid[order]
-        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        notes = pa.ListArray.from_arrays(pa.array(np.r_[starts, len(row)], pa.int32()), text_of.take(pa.array(nid)))
-        keys = batch.column(batch.schema.get_field_index("query_key")).take(pa.array(row[starts]))
-        yield pa.RecordBatch.from_arrays([keys, notes], names=["query_key", "notes"])
+        offsets = np.r_[0, np.cumsum(np.bincount(row, minlength=len(queries)))]
+        notes = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), text_of.take(pa.array(nid[order], pa.int64())))
+        key = batch.column(batch.schema.get_field_index("query_key"))
+        yield pa.RecordBatch.from_arrays([norm, key, notes],
+                                         names=["query_norm", "query_key", "notes"])
 
 
 def top_notes(

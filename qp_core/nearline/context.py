@@ -68,7 +68,8 @@ def candidate_notes(
     spark: "SparkSession", notes: "DataFrame", targets: "DataFrame", settings: SamplingSettings,
     cached: list | None = None,
 ) -> "DataFrame":
-    """query_key -> notes (rendered text of the top m notes by BM25, best first), for targets with any.
+    """Every target (query_norm, query_key) with ``notes``: the rendered text of its top m notes by BM25,
+    best first (empty or null when none scores above ``bm25_min_score``).
 
     How the work is kept to what BM25 needs, and done once:
 
@@ -119,7 +120,7 @@ def candidate_notes(
             pool.select("nid", "title", "body", "tags").mapInArrow(render, "nid long, note_text string").toArrow()))
         if cached is not None:
             cached += [*own, index, texts]  # unpersisted with the cached frames
-        return targets.select("query_key", "query_norm").mapInArrow(
+        return targets.select("query_norm", "query_key").mapInArrow(
             partial(bm25.notes_batches, index=index, texts=texts, top_m=settings.notes_top_m,
                     min_score=settings.bm25_min_score, cjk_unigrams=settings.bm25_cjk_unigrams),
             bm25.NOTES_SCHEMA,
@@ -143,13 +144,14 @@ def candidate_notes(
     # Render each chosen note once (not once per query that picked it).
     chosen = pool.join(top.select("nid").distinct(), "nid").select("nid", "title", "body", "tags")
     rendered = chosen.mapInArrow(render, "nid long, note_text string")
-    return (
+    ranked = (
         top.join(rendered, "nid")
         .join(tq.select("qid", "query_key"), "qid")
         .groupBy("query_key")
         .agg(F.array_sort(F.collect_list(F.struct("note_rank", "note_text"))).alias("ranked"))
         .select("query_key", F.transform("ranked", lambda x: x["note_text"]).alias("notes"))
     )
+    return targets.select("query_norm", "query_key").join(ranked, "query_key", "left")
 
 
 def build_context(
@@ -163,14 +165,14 @@ def build_context(
     """targets (query_norm, query_key) -> (query_norm, query_key, history, notes); every target gets a row."""
     from pyspark.sql import functions as F
 
-    out = targets.select("query_norm", "query_key")
-    # Notes before history: joined to the right of the history, the notes plan is rewritten by the
-    # analyser (shared relations are re-instanced) and no longer matches its cached top m, so the write
-    # recomputed the BM25 join — twice, measured on the 10^5-row bench day. On the left it is kept as is.
+    # Notes first: the in-memory scorer passes the targets through with their notes (no join). And on the
+    # SQL path, joined to the right of the history, the notes plan was rewritten by the analyser (shared
+    # relations are re-instanced) and no longer matched its cached top m, so the write recomputed the BM25
+    # join — twice, measured on the 10^5-row bench day. On the left it is kept as is.
     if notes is not None and settings.notes_top_m > 0:
-        out = out.join(candidate_notes(spark, notes, targets, settings, cached), "query_key", "left")
+        out = candidate_notes(spark, notes, targets, settings, cached)
     else:
-        out = out.withColumn("notes", F.lit(None).cast("array<string>"))
+        out = targets.select("query_norm", "query_key").withColumn("notes", F.lit(None).cast("array<string>"))
     if log is not None and settings.history_k > 0:
         out = out.join(history(spark, log, targets, settings), "query_key", "left")
     else:

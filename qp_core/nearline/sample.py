@@ -67,7 +67,7 @@ def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -
     if not well_formed:
         added += [StructField("malformed", StringType()), StructField("bad_query", StringType())]
     fast = df.where(fast_path).select(
-        *[f.name for f in others], F.translate(q, ASCII_UPPER, ASCII_LOWER).alias("query_norm"),
+        *[f.name for f in others], F.when(q.rlike("[A-Z]"), F.translate(q, ASCII_UPPER, ASCII_LOWER)).otherwise(q).alias("query_norm"),
         *[F.lit(None).cast("string").alias(f.name) for f in added[1:]],
     )
     slow = df.where(~fast_path).mapInArrow(
