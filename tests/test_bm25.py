@@ -34,8 +34,8 @@ def test_scorer_matches_brute_force_with_ties_cuts_and_short_rows(seed, monkeypa
     monkeypatch.setattr(bm25, "CHUNK_ROWS", 7)  # several chunks per batch, boundaries inside the batches
     rng = random.Random(seed)
     terms = [f"t{i}" for i in range(12)]
-    postings = sorted({(t, n): rng.choice([0.5, 1.0, 1.5]) for t in terms for n in rng.sample(range(40), rng.randint(0, 9))}.items())
-    postings = [(t, n, w) for (t, n), w in postings]
+    postings = [(t, n, rng.choice([0.5, 1.0, 1.5]))
+                for t in terms for n in sorted(rng.sample(range(40), rng.randint(0, 9)))]
     queries = [" ".join(rng.sample(terms + ["unknown"], rng.randint(0, 4))) for _ in range(60)]
     m, min_score = rng.choice([1, 3, 10]), rng.choice([0.0, 1.0])
     index = bm25.PostingsIndex.from_arrow(pa.table(

@@ -75,7 +75,8 @@ def test_strings_the_jvm_normalises_are_normalised_by_ascii_lowering(text):
     JVM)."""
     import re
 
-    from qp_core.nearline.text import ASCII_LOWER, ASCII_UPPER, LOWER_IS_NORMAL_CHARS, LOWER_IS_NORMAL_JAVA, malformed_reason
+    from qp_core.nearline.text import (ASCII_LOWER, ASCII_UPPER, LOWER_IS_NORMAL_CHARS, LOWER_IS_NORMAL_JAVA,
+                                       malformed_reason)
 
     python_pattern = LOWER_IS_NORMAL_JAVA.replace(r"\z", r"\Z")  # Java's \z is Python's \Z
     assert python_pattern.count(LOWER_IS_NORMAL_CHARS) == 2 and re.match(python_pattern, text)

@@ -7,8 +7,9 @@ pool's postings are one broadcast index (compressed sparse rows: a term's postin
 slice), and a chunk of queries is scored with a handful of numpy calls: gather the postings of every
 (query, term), sum per (query, note) with ``unique`` + ``bincount``, and take each query's top m by
 (score desc, note) with ``m`` segmented-max passes (no sort of all pairs). Python runs once per query
-(tokenising); the pairs never become rows. Scores, the ``min_score`` cut and the tie order (``nid``, the
-rank of ``note_id``) are the SQL file's; ``context`` uses that file when the pool is too big to broadcast.
+(tokenising); the pairs never become rows, and each query leaves with its notes' rendered texts. Scores,
+the ``min_score`` cut and the tie order (``nid``, the rank of ``note_id``) are the SQL file's; ``context``
+uses that file when the pool is too big to broadcast.
 """
 
 from __future__ import annotations
@@ -85,13 +86,12 @@ def notes_batches(
         norm = batch.column(batch.schema.get_field_index("query_norm"))
         queries = norm.to_pylist()
         found = list(top_notes(idx, queries, top_m, min_score, cjk_unigrams))
-        row, nid, _, rank = (np.concatenate(part) for part in zip(*found)) if found else (np.empty(0, np.int64),) * 4
+        row, nid, _, rank = (np.concatenate(p) for p in zip(*found)) if found else (np.empty(0, np.int64),) * 4
         order = np.lexsort((rank, row))  # by query, best first
-        offsets = np.r_[0, np.cumsum(np.bincount(row, minlength=len(queries)))]
-        notes = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), text_of.take(pa.array(nid[order], pa.int64())))
+        offsets = pa.array(np.r_[0, np.cumsum(np.bincount(row, minlength=len(queries)))], pa.int32())
+        notes = pa.ListArray.from_arrays(offsets, text_of.take(pa.array(nid[order], pa.int64())))
         key = batch.column(batch.schema.get_field_index("query_key"))
-        yield pa.RecordBatch.from_arrays([norm, key, notes],
-                                         names=["query_norm", "query_key", "notes"])
+        yield pa.RecordBatch.from_arrays([norm, key, notes], names=["query_norm", "query_key", "notes"])
 
 
 def top_notes(
@@ -134,7 +134,8 @@ def _top_per_row(row: np.ndarray, score: np.ndarray, m: int) -> tuple[np.ndarray
     """Positions and ranks of each row's top ``m`` pairs by (score desc, nid asc); pairs sorted by (row, nid).
 
     ``m`` passes of a segmented max instead of sorting every pair (measured on the bench's queries: sorting
-    all pairs and ranking them was a third of the scorer's time): a pass takes, per row, the first (smallest-nid) pair at the row's max.
+    all pairs and ranking them was a third of the scorer's time): a pass takes, per row, the first
+    (smallest-nid) pair at the row's max.
     """
     if m <= 0 or not len(row):
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)

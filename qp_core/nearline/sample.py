@@ -47,13 +47,13 @@ def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -
     null query) and ``bad_query`` (the raw string of a malformed row); with ``well_formed=True``, only the
     usable rows, as their other columns + ``query_norm``.
 
-    Python only where it must be. A string whose normalisation is ASCII lowering (``text.LOWER_IS_NORMAL_JAVA``:
-    ASCII letters, digits and CJK ideographs in single-space-separated runs, within the length limit) is
-    well formed and gets its ``query_norm`` in the JVM (a regex and ``translate``). The other rows take one ``mapInArrow`` pass
-    (``text.normalize_batches``) in which Python runs once per distinct string of a batch. Why not normalise
-    the day's distinct strings and join them back to the rows: at 10^6-10^7 rows that join shuffled and
-    sorted every row of the day (too many distinct strings to broadcast). Select only the columns the caller needs
-    before calling: every column of a slow row makes the trip to Python and back.
+    Python only where it must be. A string whose normalisation is ASCII lowering (ASCII letters, digits and
+    CJK ideographs in single-space-separated runs, within the length limit: ``text.LOWER_IS_NORMAL_JAVA``) is
+    well formed and gets its ``query_norm`` in the JVM (a regex and ``translate``). The other rows take one
+    ``mapInArrow`` pass (``text.normalize_batches``) in which Python runs once per distinct string of a
+    batch. Why not normalise the day's distinct strings and join them back to the rows: at 10^6-10^7 rows
+    that join shuffled and sorted every row of the day (too many distinct strings to broadcast). Select only
+    the columns the caller needs before calling: every column of a slow row makes the trip to Python and back.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
@@ -67,7 +67,8 @@ def normalized_log(df: "DataFrame", max_chars: int, well_formed: bool = False) -
     if not well_formed:
         added += [StructField("malformed", StringType()), StructField("bad_query", StringType())]
     fast = df.where(fast_path).select(
-        *[f.name for f in others], F.when(q.rlike("[A-Z]"), F.translate(q, ASCII_UPPER, ASCII_LOWER)).otherwise(q).alias("query_norm"),
+        *[f.name for f in others],
+        F.when(q.rlike("[A-Z]"), F.translate(q, ASCII_UPPER, ASCII_LOWER)).otherwise(q).alias("query_norm"),
         *[F.lit(None).cast("string").alias(f.name) for f in added[1:]],
     )
     slow = df.where(~fast_path).mapInArrow(
