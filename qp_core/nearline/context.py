@@ -82,9 +82,9 @@ def candidate_notes(
       in numpy (``nearline.bm25``): neither the candidate nor the chosen (query, note) pairs become rows
       to join and regroup. A bigger pool is joined by term in Spark SQL (``sql/context_bm25.sql``), same
       scores and ties, and only the chosen notes are rendered;
-    * queries and notes get integer ids (``qid``, ``nid``); ``nid`` is the rank of ``note_id`` so score
-      ties break exactly as on ``note_id``;
-    * every frame read more than once (the pool's terms, the query ids, the top m) is cached and
+    * notes get integer ids (``nid``, the rank of ``note_id``, so score ties break exactly as on
+      ``note_id``); on the SQL path queries do too (``qid``);
+    * every frame read more than once (the pool's terms; on the SQL path the query ids, the top m) is cached and
       materialised by one action before the next plan reads it. Without that, adaptive execution runs the
       consumers' query stages concurrently and each recomputed the BM25 join from scratch (measured: the
       2.3M-row join and its spill, twice, on a 10^5-row bench day).
